@@ -19,7 +19,8 @@ inline float bf16_to_float(BF16 v) { return std::bit_cast<float>(uint32_t{v.bits
 
 inline BF16 float_to_bf16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return BF16{static_cast<uint16_t>((u >> 16) | 0x40u)};  // NaN
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return BF16{static_cast<uint16_t>((u >> 16) | 0x40u)};  // NaN
   u += 0x7fffu + ((u >> 16) & 1u);
   return BF16{static_cast<uint16_t>(u >> 16)};
 }
@@ -52,9 +53,9 @@ inline F16 float_to_f16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   u &= 0x7fffffffu;
-  if (u > 0x7f800000u) return F16{static_cast<uint16_t>(sign | 0x7e00u)};  // NaN
+  if (u > 0x7f800000u) return F16{static_cast<uint16_t>(sign | 0x7e00u)};   // NaN
   if (u >= 0x477ff000u) return F16{static_cast<uint16_t>(sign | 0x7c00u)};  // overflow -> inf
-  if (u < 0x38800000u) {  // subnormal or zero in f16
+  if (u < 0x38800000u) {                    // subnormal or zero in f16
     if (u < 0x33000000u) return F16{sign};  // rounds to zero
     const uint32_t exp = u >> 23;
     const uint32_t mant = (u & 0x7fffffu) | 0x800000u;

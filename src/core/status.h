@@ -38,7 +38,7 @@ inline Status error(std::string message) { return Status::error(std::move(messag
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     MISTRAL_CHECK(!status_.ok()) << "Result built from an ok Status without a value";
   }
@@ -70,10 +70,10 @@ class [[nodiscard]] Result {
 }  // namespace mistral
 
 // Returns early from the enclosing function when `expr` yields a non-ok Status.
-#define MISTRAL_RETURN_IF_ERROR(expr)         \
-  do {                                        \
-    ::mistral::Status _st = (expr);           \
-    if (!_st.ok()) return _st;                \
+#define MISTRAL_RETURN_IF_ERROR(expr) \
+  do {                                \
+    ::mistral::Status _st = (expr);   \
+    if (!_st.ok()) return _st;        \
   } while (0)
 
 #define MISTRAL_CONCAT_INNER(a, b) a##b

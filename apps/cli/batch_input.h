@@ -1,0 +1,39 @@
+// Reading the {"input_ids": [[...]], "attention_mask": [[...]]} files that the CLI takes (the
+// output of a Hugging Face tokenizer with padding), and setting up the model the commands share.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/status.h"
+#include "model/model.h"
+
+namespace mistral::cli {
+
+struct BatchInput {
+  int64_t batch = 0;
+  int64_t seq = 0;
+  std::vector<int32_t> input_ids;       // [batch, seq]
+  std::vector<uint8_t> attention_mask;  // [batch, seq]; all ones when the file has no mask
+
+  // The real tokens of row b (mask == 1), in order.
+  std::vector<int32_t> row_tokens(int64_t b) const;
+};
+
+// Errors name the file and the offending field / element.
+Result<BatchInput> read_batch_input(const std::string& path);
+
+// Options shared by commands that load a model.
+struct ModelOptions {
+  std::string model_dir;
+  std::string dtype;  // "" = as stored
+  int threads = 0;    // 0 = all cores
+};
+void add_model_options(CLI::App& cmd, ModelOptions& options);
+Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& options);
+
+}  // namespace mistral::cli

@@ -1,0 +1,26 @@
+// CPU implementations of the backend op set. Each kernel lives in its own file; every function
+// is thread-safe and parallelizes internally over the global ThreadPool. Kernels select their
+// instruction set at run time (GCC target_clones), so the binary runs on any x86-64.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace mistral::cpu {
+
+void matmul(const float* x, int64_t m, const Tensor& w, float* y);
+void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);
+void rmsnorm(const float* x, int64_t m, const Tensor& weight, float eps, float* y);
+void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int64_t* positions,
+          double theta);
+void attention(const AttentionArgs& args);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void add(float* x, const float* y, int64_t n);
+
+// Converts n elements of a F32/BF16/F16 row to F32.
+void row_to_f32(const void* src, DType dtype, int64_t n, float* dst);
+// Dot product of two F32 vectors (vectorized; summation order differs from a plain loop).
+float dot_f32(const float* a, const float* b, int64_t n);
+
+}  // namespace mistral::cpu

@@ -1,0 +1,135 @@
+#include "engine/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "sampling/sampler.h"
+
+namespace mistral {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+Status validate_generation_request(const ModelConfig& config,
+                                   const std::vector<std::vector<int32_t>>& prompts,
+                                   const GenerationConfig& gen) {
+  if (prompts.empty()) return error("prompts: at least one prompt is required");
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    if (prompts[r].empty()) return error("prompt " + std::to_string(r) + " is empty");
+    for (size_t i = 0; i < prompts[r].size(); ++i) {
+      const int32_t id = prompts[r][i];
+      if (id < 0 || id >= config.vocab_size) {
+        return error("prompt " + std::to_string(r) + " token " + std::to_string(i) + " = " +
+                     std::to_string(id) + " is outside the vocabulary [0, " +
+                     std::to_string(config.vocab_size) + ")");
+      }
+    }
+  }
+  if (gen.max_new_tokens < 0) {
+    return error("max_new_tokens must be >= 0, got " + std::to_string(gen.max_new_tokens));
+  }
+  size_t longest = 0;
+  for (const auto& p : prompts) longest = std::max(longest, p.size());
+  if (gen.max_new_tokens > config.max_position_embeddings ||
+      static_cast<int64_t>(longest) + gen.max_new_tokens > config.max_position_embeddings) {
+    return error("prompt (" + std::to_string(longest) + " tokens) + max_new_tokens (" +
+                 std::to_string(gen.max_new_tokens) + ") exceeds the context of " +
+                 std::to_string(config.max_position_embeddings) + " tokens");
+  }
+  for (int32_t id : gen.stop_token_ids) {
+    if (id < 0 || id >= config.vocab_size) {
+      return error("stop token id " + std::to_string(id) + " is outside the vocabulary");
+    }
+  }
+  return validate(gen.sampling);
+}
+
+Result<GenerationResult> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                  const GenerationConfig& gen) {
+  const ModelConfig& config = model.config();
+  MISTRAL_RETURN_IF_ERROR(validate_generation_request(config, prompts, gen));
+  const int64_t batch = static_cast<int64_t>(prompts.size());
+  int64_t longest = 0;
+  GenerationResult result;
+  for (const auto& p : prompts) {
+    longest = std::max<int64_t>(longest, p.size());
+    result.prompt_tokens += static_cast<int64_t>(p.size());
+  }
+  result.new_tokens.resize(batch);
+  result.finish_reasons.assign(batch, FinishReason::kLength);
+  if (gen.max_new_tokens == 0) return result;
+
+  MISTRAL_ASSIGN_OR_RETURN(KvCache cache,
+                           KvCache::create(config, batch, longest + gen.max_new_tokens));
+  const int32_t pad = static_cast<int32_t>(config.pad_token_id.value_or(0));
+
+  // Left-pad into one [batch, longest] block.
+  std::vector<int32_t> ids(batch * longest, pad);
+  std::vector<uint8_t> mask(batch * longest, 0);
+  std::vector<std::vector<int32_t>> seen(batch);  // prompt + generated, for repetition penalty
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t offset = longest - static_cast<int64_t>(prompts[b].size());
+    std::copy(prompts[b].begin(), prompts[b].end(), ids.begin() + b * longest + offset);
+    std::fill(mask.begin() + b * longest + offset, mask.begin() + (b + 1) * longest, 1);
+    seen[b] = prompts[b];
+  }
+  std::vector<Sampler> samplers;
+  for (int64_t b = 0; b < batch; ++b) {
+    SamplingParams p = gen.sampling;
+    p.seed = gen.sampling.seed + static_cast<uint64_t>(b);  // rows draw independent streams
+    samplers.emplace_back(p);
+  }
+  std::vector<int32_t> stop_ids = gen.stop_token_ids;
+  if (gen.stop_at_eos) {
+    for (int64_t id : config.eos_token_ids) stop_ids.push_back(static_cast<int32_t>(id));
+  }
+  std::vector<bool> done(batch, false);
+
+  ForwardOptions options;
+  options.all_logits = false;
+  auto start = std::chrono::steady_clock::now();
+  MISTRAL_ASSIGN_OR_RETURN(ForwardOutput out, model.forward(ids, mask, batch, cache, options));
+  result.prefill_seconds = seconds_since(start);
+  start = std::chrono::steady_clock::now();
+
+  std::vector<int32_t> step_ids(batch);
+  std::vector<uint8_t> step_mask(batch, 1);
+  const int64_t vocab = config.vocab_size;
+  for (int64_t step = 0; step < gen.max_new_tokens; ++step) {
+    bool stop_all = false;
+    for (int64_t b = 0; b < batch; ++b) {
+      if (done[b]) {
+        step_ids[b] = pad;
+        continue;
+      }
+      std::span<float> logits(out.logits.data() + b * vocab, vocab);
+      const int32_t token = samplers[b].sample(logits, seen[b]);
+      step_ids[b] = token;
+      seen[b].push_back(token);
+      result.new_tokens[b].push_back(token);
+      if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+        done[b] = true;
+        result.finish_reasons[b] = FinishReason::kStopToken;
+      }
+      if (gen.on_token && !gen.on_token(b, token)) stop_all = true;
+    }
+    if (stop_all) {
+      for (int64_t b = 0; b < batch; ++b) {
+        if (!done[b]) result.finish_reasons[b] = FinishReason::kCallback;
+      }
+      break;
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (step + 1 == gen.max_new_tokens) break;  // the last token needs no forward pass
+    MISTRAL_ASSIGN_OR_RETURN(out, model.forward(step_ids, step_mask, batch, cache, options));
+    ++result.decode_steps;
+  }
+  result.decode_seconds = seconds_since(start);
+  return result;
+}
+
+}  // namespace mistral

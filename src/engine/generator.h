@@ -1,0 +1,46 @@
+// Generation for a batch of prompts: left-pads them into one batch, prefills, then decodes one
+// token per row per step, with greedy decoding or sampling, stopping at max_new_tokens, at an EOS
+// or stop token (when asked), or when the callback says so. Rows that finish early keep their
+// slot (fed padding) until every row is done. Not thread-safe: one generate() per Model at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "sampling/sampling_params.h"
+
+namespace mistral {
+
+struct GenerationConfig {
+  int64_t max_new_tokens = 32;
+  SamplingParams sampling;              // greedy or sampling; seed for reproducibility
+  bool stop_at_eos = false;             // stop a row at any of the model's eos_token_ids
+  std::vector<int32_t> stop_token_ids;  // extra stop ids (always honoured)
+  // Called for every generated token (row, token id); return false to stop the whole batch.
+  std::function<bool(int64_t row, int32_t token)> on_token;
+};
+
+enum class FinishReason { kLength, kStopToken, kCallback };
+
+struct GenerationResult {
+  std::vector<std::vector<int32_t>> new_tokens;  // per row, the stop token included
+  std::vector<FinishReason> finish_reasons;
+  int64_t prompt_tokens = 0;  // real prompt tokens, all rows together
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  int64_t decode_steps = 0;
+};
+
+// Checks a request without running it: non-empty prompts, ids in the vocabulary, lengths within
+// max_position_embeddings, max_new_tokens >= 0, valid sampling parameters.
+Status validate_generation_request(const ModelConfig& config,
+                                   const std::vector<std::vector<int32_t>>& prompts,
+                                   const GenerationConfig& gen);
+
+Result<GenerationResult> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                  const GenerationConfig& gen);
+
+}  // namespace mistral

@@ -1,0 +1,37 @@
+// Loading a model from a checkpoint directory: Hugging Face layout (config.json +
+// model.safetensors or a sharded index) or Mistral's native layout (params.json +
+// consolidated.safetensors). Weights are memory-mapped and used in place where the backend
+// computes with their on-disk dtype; otherwise they are converted once at load.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "backend/backend.h"
+#include "core/status.h"
+#include "io/tensor_names.h"
+#include "model/model.h"
+
+namespace mistral {
+
+struct LoadOptions {
+  // Convert weight matrices to this dtype at load (default: keep the checkpoint's, widening F16
+  // to F32 on backends without F16 kernels).
+  std::optional<DType> dtype;
+};
+
+struct CheckpointFiles {
+  CheckpointLayout layout = CheckpointLayout::kHuggingFace;
+  std::string config_path;
+};
+
+// Finds which layout `dir` holds; an error lists what was looked for.
+Result<CheckpointFiles> detect_checkpoint(const std::string& dir);
+
+Result<ModelConfig> load_model_config(const std::string& dir);
+
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_ptr<Backend> backend,
+                                          const LoadOptions& options = {});
+
+}  // namespace mistral

@@ -1,0 +1,58 @@
+// Model: a Mistral decoder (config + weights) run through a Backend. forward() takes a batch of
+// token ids with its attention mask, continues from a KvCache, and returns logits (every position
+// or only the last) and, on request, the hidden states of every layer in Hugging Face's
+// convention: [0] the embeddings, [l] the output of layer l-1 for l < L, [L] the last layer's
+// output after the final norm. Position ids come from the mask as Hugging Face's generate() makes
+// them (count of real tokens before each one). The model is immutable after construction; forward
+// is not reentrant (one call at a time per Model, because the backend is shared).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/status.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace mistral {
+
+struct ForwardOptions {
+  bool all_logits = true;  // false: logits of the last position of each row only
+  bool output_hidden_states = false;
+};
+
+struct ForwardOutput {
+  int64_t batch = 0;
+  int64_t tokens = 0;           // T of this call
+  int64_t logit_positions = 0;  // T, or 1 when only the last position was asked for
+  std::vector<float> logits;    // [B, logit_positions, vocab]
+  std::vector<std::vector<float>> hidden_states;  // L+1 entries of [B, T, hidden]
+};
+
+class Model {
+ public:
+  Model(ModelConfig config, ModelWeights weights, std::unique_ptr<Backend> backend);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  ModelWeights& mutable_weights() { return weights_; }
+  Backend& backend() { return *backend_; }
+
+  // input_ids and attention_mask are [B, T] row-major (mask 1 = real token, 0 = padding). The
+  // cache must have been created for batch B; it is advanced by T. Errors (ids out of range, a
+  // mask value other than 0/1, a full cache) leave the cache untouched.
+  Result<ForwardOutput> forward(std::span<const int32_t> input_ids,
+                                std::span<const uint8_t> attention_mask, int64_t batch,
+                                KvCache& cache, const ForwardOptions& options = {});
+
+ private:
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::unique_ptr<Backend> backend_;
+};
+
+}  // namespace mistral
