@@ -115,7 +115,10 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
         done[b] = true;
         result.finish_reasons[b] = FinishReason::kStopToken;
       }
-      if (gen.on_token && !gen.on_token(b, token)) stop_all = true;
+      if (gen.on_token && !gen.on_token(b, token)) {
+        stop_all = true;
+        break;
+      }
     }
     if (stop_all) {
       for (int64_t b = 0; b < batch; ++b) {

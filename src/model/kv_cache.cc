@@ -34,10 +34,14 @@ Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
     c.capacity_ = *config.sliding_window;
     c.rolling_ = true;
   }
-  const uint64_t bytes = 2ull * config.num_hidden_layers * batch * c.capacity_ * c.kv_dim_ * 4;
+  // In floating point: batch and length come from requests and may be absurd.
+  const double bytes = 2.0 * 4.0 * static_cast<double>(config.num_hidden_layers) *
+                       static_cast<double>(batch) * static_cast<double>(c.capacity_) *
+                       static_cast<double>(c.kv_dim_);
   const uint64_t available = available_memory_bytes();
-  if (bytes > available) {
-    return error("kv cache: needs " + std::to_string(bytes >> 20) + " MiB for batch " +
+  if (bytes > static_cast<double>(available)) {
+    return error("kv cache: needs " + std::to_string(static_cast<uint64_t>(bytes / (1 << 20))) +
+                 " MiB for batch " +
                  std::to_string(batch) + " x " + std::to_string(c.capacity_) +
                  " positions, but only " + std::to_string(available >> 20) +
                  " MiB of memory are available");

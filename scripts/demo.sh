@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the engine, writes a small random-weight Mistral checkpoint (Hugging Face layout), and
+# generates from it: greedy, then sampled, then the speed at batch 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMISTRAL_BUILD_TESTS=OFF >/dev/null
+cmake --build build -j "$(nproc)" --target mistral
+mistral=build/apps/cli/mistral
+model=build/demo-model
+[ -f "$model/config.json" ] || $mistral random-checkpoint --preset tiny --out "$model" --seed 1
+echo '{"input_ids": [[1, 415, 2936, 9060], [1, 22557, 0, 0]], "attention_mask": [[1, 1, 1, 1], [1, 1, 0, 0]]}' \
+  > build/demo-input.json
+echo "== greedy, 16 new tokens per row"
+$mistral generate --model "$model" --input build/demo-input.json --max-new-tokens 16 --greedy --json
+echo "== sampled (temperature 0.8, top-p 0.9, seed 42)"
+$mistral generate --model "$model" --input build/demo-input.json --max-new-tokens 16 \
+  --temperature 0.8 --top-p 0.9 --seed 42 --json
+echo "== speed"
+$mistral bench --model "$model" --prompt-tokens 64 --new-tokens 32

@@ -1,0 +1,116 @@
+// The `mistral` tool end to end: the documented commands work on a fixture model, and bad input
+// files or options end with exit status 1 and a message naming the file, field or option.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace {
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+RunResult run(const std::string& args) {
+  const std::string command = std::string(MISTRAL_CLI_PATH) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/mistral_cli_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string write(const std::string& name, const std::string& content) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << content;
+    return path;
+  }
+  std::string model_ = std::string(MISTRAL_FIXTURES_DIR) + "/gqa";
+  std::string dir_;
+};
+
+void expect_failure(const RunResult& r, const std::string& needle) {
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+}
+
+TEST_F(CliTest, BadInputFilesNameTheProblem) {
+  const std::string gen = "generate --model " + model_ + " --max-new-tokens 2 --greedy --input ";
+  expect_failure(run(gen + dir_ + "/absent.json"), "absent.json: cannot open");
+  expect_failure(run(gen + write("a.json", "{not json")), "a.json: not a JSON object");
+  expect_failure(run(gen + write("b.json", "{\"ids\": [[1]]}")), "missing field \"input_ids\"");
+  expect_failure(run(gen + write("c.json", "{\"input_ids\": [[1, 2], [3]]}")), "pad the batch");
+  expect_failure(run(gen + write("d.json", "{\"input_ids\": [[1, \"x\"]]}")),
+                 "input_ids[0][1] must be an integer");
+  expect_failure(run(gen + write("e.json", "{\"input_ids\": [[1, -5]]}")), "input_ids[0][1] = -5");
+  expect_failure(run(gen + write("f.json", "{\"input_ids\": [[1, 999]]}")), "token 1 = 999");
+  expect_failure(
+      run(gen + write("g.json", "{\"input_ids\": [[1, 2]], \"attention_mask\": [[1, 1, 1]]}")),
+      "attention_mask shape");
+  expect_failure(
+      run(gen + write("h.json", "{\"input_ids\": [[1, 2]], \"attention_mask\": [[1, 7]]}")),
+      "attention_mask[0][1] must be 0 or 1");
+  expect_failure(run(gen + write("i.json", "{\"input_ids\": [[]]}")), "empty rows");
+}
+
+TEST_F(CliTest, BadOptionsNameTheOption) {
+  const std::string input = write("in.json", "{\"input_ids\": [[5, 6, 7]]}");
+  const std::string gen = "generate --model " + model_ + " --input " + input;
+  expect_failure(run(gen + " --max-new-tokens -1"), "max_new_tokens");
+  expect_failure(run(gen + " --max-new-tokens 100000"), "exceeds the context");
+  expect_failure(run(gen + " --temperature nan"), "temperature");
+  expect_failure(run(gen + " --top-p 1.5"), "top_p");
+  expect_failure(run(gen + " --dtype int3"), "--dtype");
+  expect_failure(run("generate --model " + dir_ + " --input " + input), "no checkpoint found");
+  EXPECT_NE(run("frobnicate").status, 0);
+}
+
+TEST_F(CliTest, LogitsGenerateSaveAndRandomCheckpointWork) {
+  const std::string input = write("in.json", "{\"input_ids\": [[5, 6, 7], [0, 8, 9]], "
+                                             "\"attention_mask\": [[1, 1, 1], [0, 1, 1]]}");
+  RunResult logits = run("logits --model " + model_ + " --input " + input + " --out " + dir_ +
+                         "/out.safetensors --hidden-states");
+  ASSERT_EQ(logits.status, 0) << logits.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/out.safetensors"));
+
+  RunResult gen = run("generate --model " + model_ + " --input " + input +
+                      " --max-new-tokens 5 --greedy --json");
+  ASSERT_EQ(gen.status, 0) << gen.output;
+  EXPECT_NE(gen.output.find("\"new_tokens\""), std::string::npos) << gen.output;
+
+  RunResult save = run("save --model " + model_ + " --out " + dir_ + "/saved --dtype bf16");
+  ASSERT_EQ(save.status, 0) << save.output;
+  RunResult again = run("generate --model " + dir_ + "/saved --input " + input +
+                        " --max-new-tokens 3 --greedy --json");
+  EXPECT_EQ(again.status, 0) << again.output;
+
+  RunResult random = run("random-checkpoint --preset tiny --layers 1 --out " + dir_ + "/rnd --seed 3");
+  ASSERT_EQ(random.status, 0) << random.output;
+  RunResult bench =
+      run("bench --model " + dir_ + "/rnd --prompt-tokens 8 --new-tokens 4 --threads 1");
+  ASSERT_EQ(bench.status, 0) << bench.output;
+  EXPECT_NE(bench.output.find("\"decode_tok_s\""), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("\"prefill_tok_s\""), std::string::npos) << bench.output;
+  expect_failure(run("random-checkpoint --preset 13b --out " + dir_ + "/x"), "unknown preset");
+}
+
+}  // namespace

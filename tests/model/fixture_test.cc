@@ -1,0 +1,197 @@
+// The engine against Hugging Face transformers' own numbers (tests/fixtures, made by
+// tools/make_hf_fixtures.py): logits and hidden states of every fixture model, padding on either
+// side, each row alone, cached decoding and greedy generation.
+#include <gtest/gtest.h>
+
+#include "engine/generator.h"
+#include "fixture_util.h"
+
+namespace mistral::testing {
+namespace {
+
+class FixtureTest : public ::testing::TestWithParam<std::string> {};
+
+// `native` holds the gqa weights in Mistral's layout and shares gqa's expected outputs.
+std::string reference_case(const std::string& name) { return name == "native" ? "gqa" : name; }
+
+TEST_P(FixtureTest, LogitsAndHiddenStatesMatchTransformers) {
+  const std::string name = GetParam();
+  const std::string ref = fixture_dir(reference_case(name));
+  auto model = load_fixture_model(name);
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(ref + "/inputs.json");
+  auto cache = KvCache::create(model->config(), in.batch, in.seq);
+  ASSERT_TRUE(cache.ok()) << cache.status().message();
+  ForwardOptions options;
+  options.output_hidden_states = true;
+  auto out = model->forward(in.ids, in.mask, in.batch, *cache, options);
+  ASSERT_TRUE(out.ok()) << out.status().message();
+
+  Array logits = read_array(ref + "/expected.safetensors", "logits");
+  ASSERT_EQ(out->logits.size(), logits.data.size());
+  expect_close(masked_diff(out->logits.data(), logits.data.data(), in.mask, logits.shape[2]),
+               name + " logits");
+  const int64_t layers = model->config().num_hidden_layers;
+  ASSERT_EQ(static_cast<int64_t>(out->hidden_states.size()), layers + 1);
+  for (int64_t l = 0; l <= layers; ++l) {
+    Array h = read_array(ref + "/expected.safetensors", "hidden_states." + std::to_string(l));
+    ASSERT_EQ(out->hidden_states[l].size(), h.data.size());
+    expect_close(masked_diff(out->hidden_states[l].data(), h.data.data(), in.mask, h.shape[2]),
+                 name + " hidden_states." + std::to_string(l));
+  }
+}
+
+TEST_P(FixtureTest, EachRowAloneMatchesTransformers) {
+  const std::string name = GetParam();
+  const std::string ref = fixture_dir(reference_case(name));
+  auto model = load_fixture_model(name);
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(ref + "/inputs.json");
+  for (int64_t b = 0; b < in.batch; ++b) {
+    std::vector<int32_t> ids = in.row(b);
+    std::vector<uint8_t> mask(ids.size(), 1);
+    auto cache = KvCache::create(model->config(), 1, static_cast<int64_t>(ids.size()));
+    ASSERT_TRUE(cache.ok());
+    auto out = model->forward(ids, mask, 1, *cache);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    Array expected = read_array(ref + "/expected_single.safetensors", "logits." + std::to_string(b));
+    ASSERT_EQ(out->logits.size(), expected.data.size());
+    expect_close(masked_diff(out->logits.data(), expected.data.data(), mask, expected.shape[1]),
+                 name + " row " + std::to_string(b) + " alone");
+  }
+}
+
+// Prefill of the first half, then one token at a time through the cache: same logits as the
+// one-shot forward over the whole padded batch.
+TEST_P(FixtureTest, CachedDecodeEqualsFullForward) {
+  const std::string name = GetParam();
+  const std::string ref = fixture_dir(reference_case(name));
+  auto model = load_fixture_model(name);
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(ref + "/inputs.json");
+  Array expected = read_array(ref + "/expected.safetensors", "logits");
+  const int64_t vocab = expected.shape[2];
+  auto cache = KvCache::create(model->config(), in.batch, in.seq);
+  ASSERT_TRUE(cache.ok());
+  std::vector<float> logits(in.batch * in.seq * vocab);
+  int64_t t = 0;
+  while (t < in.seq) {
+    const int64_t chunk = t == 0 ? in.seq / 2 : 1;
+    std::vector<int32_t> ids;
+    std::vector<uint8_t> mask;
+    for (int64_t b = 0; b < in.batch; ++b) {
+      for (int64_t j = t; j < t + chunk; ++j) {
+        ids.push_back(in.ids[b * in.seq + j]);
+        mask.push_back(in.mask[b * in.seq + j]);
+      }
+    }
+    auto out = model->forward(ids, mask, in.batch, *cache);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    for (int64_t b = 0; b < in.batch; ++b) {
+      std::copy_n(out->logits.data() + b * chunk * vocab, chunk * vocab,
+                  logits.data() + (b * in.seq + t) * vocab);
+    }
+    t += chunk;
+  }
+  expect_close(masked_diff(logits.data(), expected.data.data(), in.mask, vocab),
+               name + " cached decode");
+}
+
+TEST_P(FixtureTest, GreedyTokensAndStepLogitsMatchTransformers) {
+  const std::string name = GetParam();
+  const std::string ref = fixture_dir(reference_case(name));
+  auto model = load_fixture_model(name);
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(ref + "/inputs.json");
+  nlohmann::json greedy = read_json(ref + "/greedy.json");
+  const int64_t n = greedy["max_new_tokens"].get<int64_t>();
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+
+  GenerationConfig gen;
+  gen.max_new_tokens = n;
+  gen.sampling.greedy = true;
+  gen.stop_at_eos = greedy.contains("stop_step");
+  auto result = generate(*model, prompts, gen);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  for (int64_t b = 0; b < in.batch; ++b) {
+    std::vector<int32_t> expected = greedy["new_tokens"][b].get<std::vector<int32_t>>();
+    if (gen.stop_at_eos && result->finish_reasons[b] == FinishReason::kStopToken) {
+      expected.resize(result->new_tokens[b].size());  // HF pads a finished row; we stop it
+      EXPECT_EQ(static_cast<int64_t>(expected.size()), greedy["stop_step"].get<int64_t>() + 1);
+    }
+    EXPECT_EQ(result->new_tokens[b], expected) << name << " row " << b;
+  }
+
+  // Feed HF's tokens back step by step and compare every step's logits (for the sliding-window
+  // case this runs 40 steps, far past the window, through the rolling cache).
+  Array step_logits = read_array(ref + "/greedy_logits.safetensors", "step_logits");
+  const int64_t vocab = step_logits.shape[2];
+  auto cache = KvCache::create(model->config(), in.batch, in.seq + n);
+  ASSERT_TRUE(cache.ok());
+  ForwardOptions last_only;
+  last_only.all_logits = false;
+  auto out = model->forward(in.ids, in.mask, in.batch, *cache, last_only);
+  ASSERT_TRUE(out.ok());
+  const int64_t compared_rows = greedy.contains("stop_step") ? in.batch - 1 : in.batch;
+  for (int64_t step = 0; step < n; ++step) {
+    for (int64_t b = in.batch - compared_rows; b < in.batch; ++b) {
+      std::vector<uint8_t> one_row(1, 1);
+      expect_close(masked_diff(out->logits.data() + b * vocab,
+                               step_logits.data.data() + (b * n + step) * vocab, one_row, vocab),
+                   name + " step " + std::to_string(step) + " row " + std::to_string(b));
+    }
+    std::vector<int32_t> next(in.batch);
+    for (int64_t b = 0; b < in.batch; ++b) next[b] = greedy["new_tokens"][b][step].get<int32_t>();
+    out = model->forward(next, std::vector<uint8_t>(in.batch, 1), in.batch, *cache, last_only);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCases, FixtureTest,
+                         ::testing::Values("gqa", "mha", "sliding_window", "head_dim", "tied",
+                                           "rope_1e6_toplevel", "bf16", "sharded", "native",
+                                           "eos_stop"));
+
+TEST(FixtureExtras, RightPaddedBatchMatchesTransformers) {
+  auto model = load_fixture_model("gqa");
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(fixture_dir("gqa") + "/inputs_right.json");
+  auto cache = KvCache::create(model->config(), in.batch, in.seq);
+  ASSERT_TRUE(cache.ok());
+  auto out = model->forward(in.ids, in.mask, in.batch, *cache);
+  ASSERT_TRUE(out.ok());
+  Array expected = read_array(fixture_dir("gqa") + "/expected_right.safetensors", "logits");
+  expect_close(masked_diff(out->logits.data(), expected.data.data(), in.mask, expected.shape[2]),
+               "right padding");
+}
+
+// ARCHITECTURE.md's bf16 rule against HF computing natively in bf16: identical greedy tokens, or at
+// the first divergence each side's token is in the other's top-5; logits close.
+TEST(FixtureExtras, Bf16MatchesTransformersBf16) {
+  auto model = load_fixture_model("bf16");
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->weights().layers[0].wq.dtype, DType::kBF16);  // used in place, not widened
+  Inputs in = read_inputs(fixture_dir("bf16") + "/inputs.json");
+  nlohmann::json greedy = read_json(fixture_dir("bf16") + "/greedy_bf16.json");
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  GenerationConfig gen;
+  gen.max_new_tokens = greedy["max_new_tokens"].get<int64_t>();
+  gen.sampling.greedy = true;
+  auto result = generate(*model, prompts, gen);
+  ASSERT_TRUE(result.ok());
+  for (int64_t b = 0; b < in.batch; ++b) {
+    EXPECT_EQ(result->new_tokens[b], greedy["new_tokens"][b].get<std::vector<int32_t>>());
+  }
+  auto cache = KvCache::create(model->config(), in.batch, in.seq);
+  auto out = model->forward(in.ids, in.mask, in.batch, *cache);
+  ASSERT_TRUE(out.ok());
+  Array hf_bf16 = read_array(fixture_dir("bf16") + "/expected_bf16.safetensors", "logits");
+  // HF rounds every activation to bf16 (8 bits of mantissa): allow a few bf16 ulps at the scale.
+  expect_close(masked_diff(out->logits.data(), hf_bf16.data.data(), in.mask, hf_bf16.shape[2]),
+               "bf16 vs HF bf16", 0.05);
+}
+
+}  // namespace
+}  // namespace mistral::testing

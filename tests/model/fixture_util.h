@@ -1,0 +1,107 @@
+// Helpers for tests that compare the engine with the Hugging Face golden fixtures in
+// tests/fixtures (see tests/fixtures/README.md for the layout and conventions).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "model/loader.h"
+
+namespace mistral::testing {
+
+inline std::string fixture_dir(const std::string& name) {
+  return std::string(MISTRAL_FIXTURES_DIR) + "/" + name;
+}
+
+inline nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return nlohmann::json::parse(in);
+}
+
+struct Inputs {
+  int64_t batch = 0, seq = 0;
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  std::vector<int32_t> row(int64_t b) const {  // real tokens of row b
+    std::vector<int32_t> out;
+    for (int64_t t = 0; t < seq; ++t) {
+      if (mask[b * seq + t]) out.push_back(ids[b * seq + t]);
+    }
+    return out;
+  }
+};
+
+inline Inputs read_inputs(const std::string& path) {
+  nlohmann::json j = read_json(path);
+  Inputs in;
+  in.batch = static_cast<int64_t>(j["input_ids"].size());
+  in.seq = static_cast<int64_t>(j["input_ids"][0].size());
+  for (const auto& row : j["input_ids"]) {
+    for (const auto& v : row) in.ids.push_back(v.get<int32_t>());
+  }
+  for (const auto& row : j["attention_mask"]) {
+    for (const auto& v : row) in.mask.push_back(v.get<uint8_t>());
+  }
+  return in;
+}
+
+// A float32 tensor read from a fixture file.
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+inline Array read_array(const std::string& path, const std::string& name) {
+  auto file = SafetensorsFile::open(path);
+  EXPECT_TRUE(file.ok()) << file.status().message();
+  const TensorInfo* info = (*file)->find(name);
+  EXPECT_NE(info, nullptr) << path << " has no " << name;
+  EXPECT_EQ(info->dtype, DType::kF32);
+  Array a;
+  a.shape = info->shape;
+  const auto* p = reinterpret_cast<const float*>((*file)->tensor_data(*info));
+  a.data.assign(p, p + info->num_elements());
+  return a;
+}
+
+inline std::unique_ptr<Model> load_fixture_model(const std::string& name, LoadOptions options = {}) {
+  auto model = load_model(fixture_dir(name), make_cpu_backend(), options);
+  EXPECT_TRUE(model.ok()) << model.status().message();
+  return model.ok() ? std::move(model).value() : nullptr;
+}
+
+// Max |a - b| over the rows of [B, T, width] arrays whose mask is 1, and max |b| there.
+struct Diff {
+  double max_abs = 0;
+  double scale = 0;
+};
+inline Diff masked_diff(const float* a, const float* b, const std::vector<uint8_t>& mask,
+                        int64_t width) {
+  Diff d;
+  for (size_t r = 0; r < mask.size(); ++r) {
+    if (!mask[r]) continue;
+    for (int64_t i = 0; i < width; ++i) {
+      d.max_abs = std::max(d.max_abs, std::fabs(double(a[r * width + i]) - b[r * width + i]));
+      d.scale = std::max(d.scale, std::fabs(double(b[r * width + i])));
+    }
+  }
+  return d;
+}
+
+// ARCHITECTURE.md: within 1e-4 of HF, relative to the logit scale.
+inline void expect_close(const Diff& d, const std::string& what, double tolerance = 1e-4) {
+  EXPECT_LE(d.max_abs, tolerance * std::max(1.0, d.scale))
+      << what << ": max |diff| " << d.max_abs << " at scale " << d.scale;
+}
+
+}  // namespace mistral::testing
