@@ -36,7 +36,7 @@ struct SafetensorsHeader {
 };
 
 // Largest header accepted (the reference implementation's limit).
-inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull << 20;
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100000000;
 
 // Parses and validates the header of a whole safetensors file held in bytes[0, size). Rejects:
 // header length 0, larger than the file or than kMaxSafetensorsHeaderBytes; non-UTF-8 or malformed

@@ -1,0 +1,96 @@
+// Helpers shared by the io/ tests: a private temporary directory, raw safetensors bytes built by
+// hand (so that every malformed variant can be expressed), and a matcher for error messages.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace mistral::testing {
+
+// A fresh directory from mkdtemp, removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/mistral-io-XXXXXX";
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr) std::abort();
+    path_ = buf.data();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
+
+inline std::string le64(uint64_t n) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(n >> (8 * i));
+  return out;
+}
+
+// A whole file: the 8-byte length of `header`, `header` as given, then `data_len` data bytes.
+inline std::string st_bytes(std::string_view header, size_t data_len = 0) {
+  std::string out = le64(header.size()) + std::string(header);
+  for (size_t i = 0; i < data_len; ++i) out.push_back(static_cast<char>(i * 7 + 1));
+  return out;
+}
+
+inline void write_file(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Sorted names of the entries of `dir`.
+inline std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Passes when `status` failed and its message contains every one of `words`.
+inline ::testing::AssertionResult FailsWith(const Status& status,
+                                            std::initializer_list<std::string_view> words) {
+  if (status.ok()) return ::testing::AssertionFailure() << "expected an error, got ok";
+  for (std::string_view w : words) {
+    if (status.message().find(w) == std::string::npos) {
+      return ::testing::AssertionFailure() << "message lacks \"" << w << "\": " << status.message();
+    }
+  }
+  return ::testing::AssertionSuccess() << status.message();
+}
+
+}  // namespace mistral::testing
