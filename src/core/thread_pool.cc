@@ -32,7 +32,7 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
                               const std::function<void(size_t, size_t)>& fn) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
-  const size_t max_chunks = (n + grain - 1) / grain;
+  const size_t max_chunks = std::max<size_t>(1, n / grain);  // every chunk >= grain items
   const size_t chunks = std::min<size_t>(max_chunks, static_cast<size_t>(num_threads()));
   if (chunks <= 1 || tls_inside_pool_task) {
     fn(0, n);

@@ -1,5 +1,5 @@
-// Private to io/: JSON parsing that refuses what nlohmann::json::parse accepts silently. The files
-// we read (safetensors headers, shard indexes) are untrusted, and a duplicate key that the parser
+// JSON parsing that refuses what nlohmann::json::parse accepts silently, for every untrusted file
+// the engine reads (safetensors headers, shard indexes, config.json, params.json), and a duplicate key that the parser
 // resolves as "last one wins" would let two readers of the same file disagree about its tensors.
 #pragma once
 

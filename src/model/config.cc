@@ -1,10 +1,13 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+
+#include "io/strict_json.h"
 
 namespace mistral {
 namespace {
@@ -65,12 +68,10 @@ Result<std::vector<int64_t>> get_id_list(const json& j, const char* key,
   if (it == j.end() || it->is_null()) return ids;
   if (it->is_array()) {
     for (size_t i = 0; i < it->size(); ++i) {
-      const json& e = (*it)[i];
-      if (!e.is_number_integer()) {
-        return error(source + ": field \"" + key + "\"[" + std::to_string(i) +
-                     "] must be an integer, got " + e.dump());
-      }
-      ids.push_back(e.get<int64_t>());
+      const std::string element = std::string(key) + "[" + std::to_string(i) + "]";
+      MISTRAL_ASSIGN_OR_RETURN(int64_t id,
+                               get_int(json{{element, (*it)[i]}}, element.c_str(), source));
+      ids.push_back(id);
     }
     return ids;
   }
@@ -126,7 +127,8 @@ uint64_t ModelConfig::num_parameters() const {
 
 Result<ModelConfig> parse_hf_config(const json& j, const std::string& source) {
   if (!j.is_object()) return error(source + ": expected a JSON object at the top level");
-  if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string()) {
+  if (auto mt = j.find("model_type"); mt != j.end() && !mt->is_null()) {
+    if (!mt->is_string()) return error(source + ": field \"model_type\" must be a string");
     const std::string t = mt->get<std::string>();
     if (t != "mistral") {
       return error(source + ": model_type \"" + t +
@@ -270,9 +272,10 @@ Result<ModelConfig> load_config_file(const std::string& path) {
   if (!in) return error(path + ": cannot open config file");
   std::stringstream buf;
   buf << in.rdbuf();
-  json j = json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return error(path + ": not valid JSON");
-  const bool native = path.size() >= 11 && path.substr(path.size() - 11) == "params.json";
+  Result<json> parsed = io_internal::parse_json_strict(buf.str());
+  if (!parsed.ok()) return parsed.status().with_context(path);
+  const json& j = *parsed;
+  const bool native = std::filesystem::path(path).filename() == "params.json";
   return native ? parse_mistral_params(j, path) : parse_hf_config(j, path);
 }
 

@@ -2,6 +2,8 @@
 // at load time). Threads split the output features; each thread widens a tile of 4 weight rows
 // once and reuses it for every activation row, so prefill pays the conversion once per tile.
 #include <algorithm>
+#include <bit>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/ops.h"
@@ -14,21 +16,71 @@ namespace {
 
 constexpr int64_t kTileRows = 4;
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void dot4(
-    const float* x, const float* w0, const float* w1, const float* w2, const float* w3, int64_t k,
-    float* out) {
+inline float bf16_bits_to_float(uint16_t b) { return std::bit_cast<float>(uint32_t{b} << 16); }
+
+// One activation row against 4 weight rows; the weights are widened in registers, so decode
+// streams BF16 weights straight from memory.
+template <typename W>
+__attribute__((always_inline)) inline void dot_1x4(const float* x, const W* w0, const W* w1,
+                                                   const W* w2, const W* w3, int64_t k,
+                                                   float* out) {
+  auto widen = [](W v) {
+    if constexpr (std::is_same_v<W, float>) {
+      return v;
+    } else {
+      return bf16_bits_to_float(v);
+    }
+  };
   float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
   for (int64_t i = 0; i < k; ++i) {
-    s0 += x[i] * w0[i];
-    s1 += x[i] * w1[i];
-    s2 += x[i] * w2[i];
-    s3 += x[i] * w3[i];
+    s0 += x[i] * widen(w0[i]);
+    s1 += x[i] * widen(w1[i]);
+    s2 += x[i] * widen(w2[i]);
+    s3 += x[i] * widen(w3[i]);
   }
   out[0] = s0;
   out[1] = s1;
   out[2] = s2;
   out[3] = s3;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void dot_1x4_f32(const float* x,
+                                                                              const float* const* w,
+                                                                              int64_t k,
+                                                                              float* out) {
+  dot_1x4(x, w[0], w[1], w[2], w[3], k, out);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void dot_1x4_bf16(
+    const float* x, const uint16_t* const* w, int64_t k, float* out) {
+  dot_1x4(x, w[0], w[1], w[2], w[3], k, out);
+}
+
+// Two activation rows against 4 (already F32) weight rows: each weight load feeds two FMAs.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void dot_2x4_f32(
+    const float* x0, const float* x1, const float* const* w, int64_t k, float* out0, float* out1) {
+  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
+  for (int64_t i = 0; i < k; ++i) {
+    a0 += x0[i] * w0[i];
+    a1 += x0[i] * w1[i];
+    a2 += x0[i] * w2[i];
+    a3 += x0[i] * w3[i];
+    b0 += x1[i] * w0[i];
+    b1 += x1[i] * w1[i];
+    b2 += x1[i] * w2[i];
+    b3 += x1[i] * w3[i];
+  }
+  out0[0] = a0;
+  out0[1] = a1;
+  out0[2] = a2;
+  out0[3] = a3;
+  out1[0] = b0;
+  out1[1] = b1;
+  out1[2] = b2;
+  out1[3] = b3;
 }
 
 }  // namespace
@@ -67,32 +119,50 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void row_to_f32(con
 
 void matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   MISTRAL_CHECK(w.shape.size() == 2) << "matmul weight must be 2-D";
+  MISTRAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16)
+      << "matmul weights must be F32 or BF16, got " << dtype_name(w.dtype);
   const int64_t n = w.shape[0];
   const int64_t k = w.shape[1];
   const size_t elem = dtype_size(w.dtype);
   const auto* wbytes = static_cast<const uint8_t*>(w.data);
   const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+  // Decode (m == 1) reads BF16 weights directly; prefill widens a tile once for all m rows.
+  const bool widen_tile = w.dtype != DType::kF32 && m > 1;
   ThreadPool::global().parallel_for(tiles, 8, [&](size_t tile_begin, size_t tile_end) {
     thread_local std::vector<float> scratch;
-    scratch.resize(static_cast<size_t>(kTileRows * k));
-    const float* rows[kTileRows];
-    float acc[kTileRows];
+    if (widen_tile) scratch.resize(static_cast<size_t>(kTileRows * k));
+    const void* rows[kTileRows];
+    float acc[2][kTileRows];
     for (size_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t row0 = static_cast<int64_t>(tile) * kTileRows;
       const int64_t count = std::min(kTileRows, n - row0);
       for (int64_t r = 0; r < kTileRows; ++r) {
         const int64_t row = row0 + std::min(r, count - 1);  // pad a short tile by repetition
-        const void* src = wbytes + static_cast<size_t>(row) * k * elem;
-        if (w.dtype == DType::kF32) {
-          rows[r] = static_cast<const float*>(src);
-        } else {
-          row_to_f32(src, w.dtype, k, scratch.data() + r * k);
+        rows[r] = wbytes + static_cast<size_t>(row) * k * elem;
+        if (widen_tile) {
+          row_to_f32(rows[r], w.dtype, k, scratch.data() + r * k);
           rows[r] = scratch.data() + r * k;
         }
       }
-      for (int64_t i = 0; i < m; ++i) {
-        dot4(x + i * k, rows[0], rows[1], rows[2], rows[3], k, acc);
-        for (int64_t r = 0; r < count; ++r) y[i * n + row0 + r] = acc[r];
+      const bool f32_rows = widen_tile || w.dtype == DType::kF32;
+      const auto* frows = reinterpret_cast<const float* const*>(rows);
+      int64_t i = 0;
+      if (f32_rows) {
+        for (; i + 1 < m; i += 2) {
+          dot_2x4_f32(x + i * k, x + (i + 1) * k, frows, k, acc[0], acc[1]);
+          for (int64_t r = 0; r < count; ++r) {
+            y[i * n + row0 + r] = acc[0][r];
+            y[(i + 1) * n + row0 + r] = acc[1][r];
+          }
+        }
+      }
+      for (; i < m; ++i) {
+        if (f32_rows) {
+          dot_1x4_f32(x + i * k, frows, k, acc[0]);
+        } else {
+          dot_1x4_bf16(x + i * k, reinterpret_cast<const uint16_t* const*>(rows), k, acc[0]);
+        }
+        for (int64_t r = 0; r < count; ++r) y[i * n + row0 + r] = acc[0][r];
       }
     }
   });

@@ -1,0 +1,497 @@
+// Every CPU op in backend/cpu/ops.h against a plain scalar double-precision reference written
+// here from the Hugging Face formulas, over odd shapes, both weight dtypes and every mask case.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/ops.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
+
+namespace mistral {
+namespace {
+
+// More workers than cores, so that the kernels' uneven splits are exercised on any machine.
+const bool kThreadsSet = (ThreadPool::set_default_threads(3), true);
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// A weight tensor holding `values` (rounded to bf16 when asked); `widened` receives the values it
+// really holds, as the reference must see them.
+Tensor make_weight(const std::vector<float>& values, std::vector<int64_t> shape, DType dtype,
+                   std::vector<double>* widened) {
+  Tensor t = Tensor::allocate(dtype, std::move(shape));
+  widened->resize(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kBF16) {
+      static_cast<BF16*>(t.mutable_data())[i] = float_to_bf16(values[i]);
+      (*widened)[i] = bf16_to_float(float_to_bf16(values[i]));
+    } else {
+      static_cast<float*>(t.mutable_data())[i] = values[i];
+      (*widened)[i] = values[i];
+    }
+  }
+  return t;
+}
+
+TEST(MatmulTest, MatchesScalarReferenceOverOddShapes) {
+  ASSERT_TRUE(kThreadsSet);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (int64_t m : {1, 2, 3, 7, 33}) {
+      for (int64_t n : {1, 3, 5, 17, 64}) {
+        for (int64_t k : {1, 7, 16, 100, 257}) {
+          SCOPED_TRACE(testing::Message()
+                       << dtype_name(dtype) << " m=" << m << " n=" << n << " k=" << k);
+          const std::vector<float> x = randn(m * k, 1 + m * 7 + k);
+          std::vector<double> w;
+          const Tensor wt = make_weight(randn(n * k, 2 + n * 13 + k), {n, k}, dtype, &w);
+          std::vector<float> y(m * n + 1, 12345.0f);  // one sentinel past the end
+          cpu::matmul(x.data(), m, wt, y.data());
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) {
+              double ref = 0, mag = 0;
+              for (int64_t p = 0; p < k; ++p) {
+                ref += double(x[i * k + p]) * w[j * k + p];
+                mag += std::fabs(double(x[i * k + p]) * w[j * k + p]);
+              }
+              ASSERT_NEAR(y[i * n + j], ref, 1e-5 * mag + 1e-30) << "y[" << i << "][" << j << "]";
+            }
+          }
+          EXPECT_EQ(y[m * n], 12345.0f);
+        }
+      }
+    }
+  }
+}
+
+TEST(EmbedTest, CopiesRowsExactly) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const int64_t vocab = 37, hidden = 19;
+    const std::vector<float> values = randn(vocab * hidden, 5);
+    Tensor table = Tensor::allocate(dtype, {vocab, hidden});
+    std::vector<float> expect(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (dtype == DType::kF32)
+        static_cast<float*>(table.mutable_data())[i] = expect[i] = values[i];
+      if (dtype == DType::kBF16) {
+        static_cast<BF16*>(table.mutable_data())[i] = float_to_bf16(values[i]);
+        expect[i] = bf16_to_float(float_to_bf16(values[i]));
+      }
+      if (dtype == DType::kF16) {
+        static_cast<F16*>(table.mutable_data())[i] = float_to_f16(values[i]);
+        expect[i] = f16_to_float(float_to_f16(values[i]));
+      }
+    }
+    const std::vector<int32_t> ids = {36, 0, 5, 5, 17, 0, 35};
+    std::vector<float> out(ids.size() * hidden);
+    cpu::embed(table, ids.data(), static_cast<int64_t>(ids.size()), out.data());
+    for (size_t r = 0; r < ids.size(); ++r) {
+      for (int64_t d = 0; d < hidden; ++d) {
+        ASSERT_EQ(out[r * hidden + d], expect[ids[r] * hidden + d]) << dtype_name(dtype) << r;
+      }
+    }
+  }
+}
+
+TEST(RmsNormTest, MatchesHfFormula) {
+  for (int64_t n : {1, 7, 64, 257}) {
+    for (int64_t m : {1, 5, 33}) {
+      for (float eps : {1e-5f, 1e-6f}) {
+        std::vector<float> x = randn(m * n, 3 + n + m);
+        // Row scales from 1e-4 to 1e3: where eps matters and where it does not; one zero row.
+        for (int64_t r = 0; r < m; ++r) {
+          const float scale = r == 0 && m > 1 ? 0.0f : std::pow(10.0f, float(r % 8) - 4);
+          for (int64_t i = 0; i < n; ++i) x[r * n + i] *= scale;
+        }
+        std::vector<float> wv = randn(n, 9, 0.5f);
+        for (float& w : wv) w += 1.0f;
+        std::vector<double> w;
+        const Tensor wt = make_weight(wv, {n}, DType::kF32, &w);
+        std::vector<float> y(m * n);
+        cpu::rmsnorm(x.data(), m, wt, eps, y.data());
+        for (int64_t r = 0; r < m; ++r) {
+          double ms = 0;
+          for (int64_t i = 0; i < n; ++i) ms += double(x[r * n + i]) * x[r * n + i];
+          const double inv = 1.0 / std::sqrt(ms / n + double(eps));
+          for (int64_t i = 0; i < n; ++i) {
+            const double ref = w[i] * (x[r * n + i] * inv);
+            ASSERT_NEAR(y[r * n + i], ref, 1e-5 * std::fabs(ref) + 1e-7)
+                << "n=" << n << " m=" << m << " eps=" << eps << " row " << r << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Hugging Face's rotary embedding in double: inv_freq_i = 1 / theta^(2i/d), angle = pos *
+// inv_freq_i, out = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1] over the halves.
+std::vector<double> rope_reference(const std::vector<float>& x, int64_t tokens, int64_t heads,
+                                   int64_t d, const std::vector<int64_t>& pos, double theta) {
+  std::vector<double> out(x.size());
+  const int64_t half = d / 2;
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* v = x.data() + (t * heads + h) * d;
+      double* o = out.data() + (t * heads + h) * d;
+      for (int64_t j = 0; j < d; ++j) {
+        const int64_t i = j % half;  // cos/sin are repeated over both halves
+        const double angle = double(pos[t]) / std::pow(theta, double(2 * i) / double(d));
+        const double rotated = j < half ? -double(v[j + half]) : double(v[j - half]);
+        o[j] = v[j] * std::cos(angle) + rotated * std::sin(angle);
+      }
+    }
+  }
+  return out;
+}
+
+TEST(RopeTest, MatchesHfRotateHalf) {
+  for (double theta : {1e4, 1e6}) {
+    for (int64_t d : {2, 8, 64, 128}) {
+      for (int64_t tokens : {1, 3, 17}) {
+        const int64_t heads = 3;
+        std::vector<int64_t> pos(tokens);
+        std::mt19937 rng(static_cast<uint32_t>(d + tokens));
+        for (int64_t t = 0; t < tokens; ++t) pos[t] = t == 0 ? 0 : rng() % 5001;  // up to 5000
+        if (tokens > 2) pos[2] = 1;  // a padding token's position, as the model passes it
+        std::vector<float> x = randn(tokens * heads * d, 17 + d);
+        const std::vector<double> ref = rope_reference(x, tokens, heads, d, pos, theta);
+        cpu::rope(x.data(), tokens, heads, d, pos.data(), theta);
+        for (int64_t t = 0; t < tokens; ++t) {
+          // HF itself computes the angle in float32, whose rounding grows with the position.
+          const double tol = 2e-6 + 2.5e-7 * double(pos[t]);
+          for (int64_t j = 0; j < heads * d; ++j) {
+            const size_t idx = t * heads * d + j;
+            ASSERT_NEAR(x[idx], ref[idx], tol * 4)
+                << "theta=" << theta << " d=" << d << " pos=" << pos[t] << " j=" << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(RopeTest, TightAtSmallPositionsAndIdentityAtZero) {
+  const int64_t d = 16, heads = 2, tokens = 10;
+  std::vector<int64_t> pos(tokens);
+  for (int64_t t = 0; t < tokens; ++t) pos[t] = t;
+  std::vector<float> x = randn(tokens * heads * d, 23);
+  const std::vector<float> original = x;
+  const std::vector<double> ref = rope_reference(x, tokens, heads, d, pos, 1e4);
+  cpu::rope(x.data(), tokens, heads, d, pos.data(), 1e4);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], ref[i], 4e-6) << i;
+  for (int64_t j = 0; j < heads * d; ++j) EXPECT_EQ(x[j], original[j]);  // position 0
+}
+
+TEST(SiluMulTest, MatchesScalarReference) {
+  std::vector<float> gate = randn(70001, 31, 4.0f), up = randn(70001, 32);
+  for (float g : {0.0f, -0.0f, 20.0f, -20.0f, 88.0f, -88.0f, 100.0f, -100.0f, 1e-30f}) {
+    gate.push_back(g);
+    up.push_back(1.5f);
+  }
+  std::vector<float> out(gate.size());
+  cpu::silu_mul(gate.data(), up.data(), out.data(), static_cast<int64_t>(gate.size()));
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const double g = gate[i], ref = g / (1.0 + std::exp(-g)) * up[i];
+    ASSERT_TRUE(std::isfinite(out[i])) << "gate " << g;
+    ASSERT_NEAR(out[i], ref, 1e-6 * std::fabs(ref) + 1e-37) << "gate " << g << " up " << up[i];
+  }
+  // In place, as the model calls it.
+  std::vector<float> g2 = {1.0f, -2.0f, 3.0f};
+  const std::vector<float> u2 = {2.0f, 2.0f, -1.0f};
+  cpu::silu_mul(g2.data(), u2.data(), g2.data(), 3);
+  EXPECT_NEAR(g2[0], 2.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(g2[1], -4.0 / (1.0 + std::exp(2.0)), 1e-6);
+  EXPECT_NEAR(g2[2], -3.0 / (1.0 + std::exp(-3.0)), 1e-6);
+}
+
+TEST(ElementwiseTest, AddDotAndRowConversion) {
+  std::vector<float> x = randn(1001, 41), y = randn(1001, 42);
+  std::vector<float> sum = x;
+  cpu::add(sum.data(), y.data(), 1001);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(sum[i], x[i] + y[i]);
+  for (int64_t n : {0, 1, 15, 16, 17, 1001}) {
+    double ref = 0, mag = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ref += double(x[i]) * y[i];
+      mag += std::fabs(double(x[i]) * y[i]);
+    }
+    EXPECT_NEAR(cpu::dot_f32(x.data(), y.data(), n), ref, 1e-6 * mag + 1e-30) << n;
+  }
+  std::vector<uint16_t> bf(257), h(257);
+  for (size_t i = 0; i < bf.size(); ++i) {
+    bf[i] = float_to_bf16(x[i]).bits;
+    h[i] = float_to_f16(x[i]).bits;
+  }
+  std::vector<float> out(257);
+  cpu::row_to_f32(bf.data(), DType::kBF16, 257, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], bf16_to_float(BF16{bf[i]}));
+  cpu::row_to_f32(h.data(), DType::kF16, 257, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], f16_to_float(F16{h[i]}));
+  cpu::row_to_f32(x.data(), DType::kF32, 257, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], x[i]);
+}
+
+// ---- attention ----------------------------------------------------------------------------
+
+// One attention problem stated in full: every key and value of every sequence index
+// [0, history + T) with its validity, from which both the kernel's arguments (a ring cache of the
+// last `capacity` history entries plus this call's tokens) and the naive reference are built.
+struct AttentionCase {
+  int64_t batch = 2, heads = 4, kv_heads = 2, head_dim = 8;
+  int64_t history = 0;  // tokens already in the cache (the first new token's sequence index)
+  int64_t tokens = 5;   // T
+  int64_t window = 0;
+  int64_t capacity = 0;  // ring size; 0: history + tokens
+  float scale = 0;       // 0: 1/sqrt(head_dim)
+  uint32_t seed = 1;
+  std::vector<uint8_t> valid;  // [B, history + T]; empty: all valid
+};
+
+// Returns the number of (query, head) rows that had no visible key.
+int64_t run_attention_case(AttentionCase c) {
+  const int64_t L = c.history + c.tokens, hd = c.head_dim;
+  const int64_t kvs = c.kv_heads * hd, qs = c.heads * hd;
+  const int64_t cap = c.capacity ? c.capacity : std::max<int64_t>(L, 1);
+  const float scale = c.scale ? c.scale : 1.0f / std::sqrt(float(hd));
+  if (c.valid.empty()) c.valid.assign(c.batch * L, 1);
+  EXPECT_EQ(int64_t(c.valid.size()), c.batch * L);
+  if (int64_t(c.valid.size()) != c.batch * L) return -1;
+  std::vector<float> keys = randn(c.batch * L * kvs, c.seed),
+                     vals = randn(c.batch * L * kvs, c.seed + 1);
+  const std::vector<float> q = randn(c.batch * c.tokens * qs, c.seed + 2);
+  // Masked keys get huge values, so that any leak shows.
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t s = 0; s < L; ++s) {
+      if (c.valid[b * L + s]) continue;
+      for (int64_t e = 0; e < kvs; ++e) {
+        keys[(b * L + s) * kvs + e] = 30.0f;
+        vals[(b * L + s) * kvs + e] = 1000.0f;
+      }
+    }
+  }
+  // Ring cache: slot s holds the latest history index congruent to s; stale slots keep garbage.
+  std::vector<float> kc(c.batch * cap * kvs, 500.0f), vc(c.batch * cap * kvs, -700.0f);
+  std::vector<int64_t> slot_seq(cap, -1);
+  std::vector<uint8_t> slot_valid(c.batch * cap, 1);  // empty slots claim valid: must not matter
+  for (int64_t s = std::max<int64_t>(0, c.history - cap); s < c.history; ++s) {
+    const int64_t slot = s % cap;
+    slot_seq[slot] = s;
+    for (int64_t b = 0; b < c.batch; ++b) {
+      slot_valid[b * cap + slot] = c.valid[b * L + s];
+      std::copy_n(&keys[(b * L + s) * kvs], kvs, &kc[(b * cap + slot) * kvs]);
+      std::copy_n(&vals[(b * L + s) * kvs], kvs, &vc[(b * cap + slot) * kvs]);
+    }
+  }
+  std::vector<float> k_new(c.batch * c.tokens * kvs), v_new(k_new.size());
+  std::vector<uint8_t> new_valid(c.batch * c.tokens);
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      const int64_t s = c.history + t;
+      new_valid[b * c.tokens + t] = c.valid[b * L + s];
+      std::copy_n(&keys[(b * L + s) * kvs], kvs, &k_new[(b * c.tokens + t) * kvs]);
+      std::copy_n(&vals[(b * L + s) * kvs], kvs, &v_new[(b * c.tokens + t) * kvs]);
+    }
+  }
+  AttentionArgs a;
+  a.batch = c.batch;
+  a.new_tokens = c.tokens;
+  a.num_heads = c.heads;
+  a.num_kv_heads = c.kv_heads;
+  a.head_dim = hd;
+  a.first_seq_index = c.history;
+  a.sliding_window = c.window;
+  a.scale = scale;
+  a.q = q.data();
+  a.k = k_new.data();
+  a.v = v_new.data();
+  a.new_valid = new_valid.data();
+  a.capacity = cap;
+  a.k_cache = kc.data();
+  a.v_cache = vc.data();
+  a.slot_seq_index = slot_seq.data();
+  a.slot_valid = slot_valid.data();
+  std::vector<float> out(c.batch * c.tokens * qs, 777.0f);
+  a.out = out.data();
+  cpu::attention(a);
+
+  // Naive reference over the full [L] key range with Hugging Face's mask.
+  const int64_t group = c.heads / c.kv_heads;
+  int64_t empty_rows = 0;
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      const int64_t qi = c.history + t;
+      for (int64_t h = 0; h < c.heads; ++h) {
+        const float* qv = &q[((b * c.tokens + t) * c.heads + h) * hd];
+        const int64_t kh = h / group;
+        std::vector<double> score(L, -INFINITY);
+        double mx = -INFINITY;
+        for (int64_t s = 0; s < L; ++s) {
+          const bool visible =
+              c.valid[b * L + s] && s <= qi && (c.window <= 0 || qi - s < c.window);
+          if (!visible) continue;
+          double dot = 0;
+          for (int64_t e = 0; e < hd; ++e)
+            dot += double(qv[e]) * keys[(b * L + s) * kvs + kh * hd + e];
+          score[s] = dot * scale;
+          mx = std::max(mx, score[s]);
+        }
+        const float* got = &out[((b * c.tokens + t) * c.heads + h) * hd];
+        if (mx == -INFINITY) {
+          ++empty_rows;
+          for (int64_t e = 0; e < hd; ++e) EXPECT_EQ(got[e], 0.0f) << "no visible key";
+          continue;
+        }
+        double z = 0;
+        for (int64_t s = 0; s < L; ++s) z += std::exp(score[s] - mx);
+        for (int64_t e = 0; e < hd; ++e) {
+          double ref = 0;
+          for (int64_t s = 0; s < L; ++s) {
+            ref += std::exp(score[s] - mx) / z * vals[(b * L + s) * kvs + kh * hd + e];
+          }
+          if (std::fabs(got[e] - ref) > 2e-5 * (1 + std::fabs(ref))) {
+            ADD_FAILURE() << "b=" << b << " t=" << t << " h=" << h << " e=" << e << ": got "
+                          << got[e] << ", reference " << ref;
+            return empty_rows;
+          }
+        }
+      }
+    }
+  }
+  return empty_rows;
+}
+
+TEST(AttentionTest, EmptyCacheCausal) {
+  for (int64_t group : {1, 2, 4}) {
+    for (int64_t tokens : {1, 2, 7, 13}) {
+      SCOPED_TRACE(testing::Message() << "group=" << group << " T=" << tokens);
+      AttentionCase c;
+      c.kv_heads = 2;
+      c.heads = 2 * group;
+      c.tokens = tokens;
+      c.seed = static_cast<uint32_t>(group * 100 + tokens);
+      run_attention_case(c);
+    }
+  }
+}
+
+TEST(AttentionTest, SlidingWindowInsideOneCall) {
+  for (int64_t window : {1, 2, 3, 4, 6}) {
+    SCOPED_TRACE(testing::Message() << "window=" << window);
+    AttentionCase c;
+    c.tokens = 11;
+    c.window = window;
+    c.heads = 8;
+    c.kv_heads = 2;
+    run_attention_case(c);
+  }
+}
+
+TEST(AttentionTest, LeftPaddingAndHoles) {
+  AttentionCase c;
+  c.batch = 3;
+  c.tokens = 9;
+  c.head_dim = 6;
+  c.valid = {0, 0, 0, 1, 1, 1, 1, 1, 1,                 // left padding
+             1, 1, 1, 1, 1, 1, 1, 1, 1,                 // none
+             0, 1, 0, 1, 1, 0, 0, 1, 1};                // holes
+  EXPECT_EQ(run_attention_case(c), (3 + 1) * c.heads);  // leading padding queries see nothing
+  c.window = 3;
+  run_attention_case(c);
+  c.scale = 0.3f;
+  run_attention_case(c);
+}
+
+TEST(AttentionTest, PartiallyFilledCache) {
+  for (int64_t group : {1, 2, 4}) {
+    for (int64_t tokens : {1, 3}) {
+      SCOPED_TRACE(testing::Message() << "group=" << group << " T=" << tokens);
+      AttentionCase c;
+      c.kv_heads = 1;
+      c.heads = group;
+      c.head_dim = 16;
+      c.history = 6;
+      c.tokens = tokens;
+      c.capacity = 32;  // 6 of 32 slots filled
+      c.valid.assign(c.batch * (c.history + tokens), 1);
+      c.valid[0] = c.valid[1] = 0;  // row 0 was left-padded in an earlier call
+      run_attention_case(c);
+    }
+  }
+}
+
+TEST(AttentionTest, WrappedRingCacheWithSlidingWindow) {
+  // capacity == window, as KvCache makes it: the ring has wrapped, its slots are out of order,
+  // and keys that fell out of it are outside every query's window.
+  for (int64_t window : {3, 4, 7}) {
+    for (int64_t tokens : {1, 2, 5, 9}) {
+      for (int64_t history : {5, 10, 23}) {
+        SCOPED_TRACE(testing::Message()
+                     << "W=" << window << " T=" << tokens << " hist=" << history);
+        AttentionCase c;
+        c.window = window;
+        c.capacity = window;
+        c.history = history;
+        c.tokens = tokens;
+        c.heads = 4;
+        c.kv_heads = 2;
+        const int64_t L = history + tokens;
+        c.valid.assign(c.batch * L, 1);
+        for (int64_t s = 0; s < 4; ++s) c.valid[L + s] = 0;  // row 1 left-padded
+        c.valid[history - 1] = 0;  // row 0: a padding key inside the window
+        c.seed = static_cast<uint32_t>(window * 1000 + tokens * 100 + history);
+        run_attention_case(c);
+      }
+    }
+  }
+}
+
+TEST(AttentionTest, QueriesWithNoVisibleKeyGiveZeros) {
+  // Row 1 is padding throughout history and this call, and row 0's first new tokens are padding
+  // after an all-padding history: those queries see nothing and must come out as zeros, not NaN.
+  AttentionCase c;
+  c.history = 3;
+  c.tokens = 4;
+  c.capacity = 8;
+  c.valid = {0, 0, 0, 0, 0, 1, 1,  //
+             0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(run_attention_case(c), (2 + 4) * c.heads);
+  c.window = 2;
+  c.valid = {1, 0, 0, 0, 0, 1, 1,  // key 0 is real but outside the window of the padding queries
+             0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(run_attention_case(c), (2 + 4) * c.heads);
+}
+
+TEST(BackendTest, CpuBackendDelegatesToTheKernels) {
+  std::unique_ptr<Backend> be = make_cpu_backend();
+  EXPECT_EQ(be->name(), "cpu");
+  EXPECT_TRUE(be->supports_weight_dtype(DType::kF32));
+  EXPECT_TRUE(be->supports_weight_dtype(DType::kBF16));
+  EXPECT_FALSE(be->supports_weight_dtype(DType::kF16));
+  EXPECT_FALSE(be->supports_weight_dtype(DType::kI32));
+  std::vector<float> x = randn(3 * 2 * 8, 77), y = x;
+  const std::vector<int64_t> pos = {4, 0, 900};
+  be->rope(x.data(), 3, 2, 8, pos.data(), 1e6);
+  cpu::rope(y.data(), 3, 2, 8, pos.data(), 1e6);
+  EXPECT_EQ(x, y);
+  std::vector<double> w;
+  const Tensor wt = make_weight(randn(5 * 8, 78), {5, 8}, DType::kBF16, &w);
+  std::vector<float> o1(6 * 5), o2(6 * 5);  // x read as 6 rows of 8
+  be->matmul(x.data(), 6, wt, o1.data());
+  cpu::matmul(x.data(), 6, wt, o2.data());
+  EXPECT_EQ(o1, o2);
+}
+
+}  // namespace
+}  // namespace mistral
