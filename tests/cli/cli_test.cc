@@ -85,8 +85,9 @@ TEST_F(CliTest, BadOptionsNameTheOption) {
 }
 
 TEST_F(CliTest, LogitsGenerateSaveAndRandomCheckpointWork) {
-  const std::string input = write("in.json", "{\"input_ids\": [[5, 6, 7], [0, 8, 9]], "
-                                             "\"attention_mask\": [[1, 1, 1], [0, 1, 1]]}");
+  const std::string input = write("in.json",
+                                  "{\"input_ids\": [[5, 6, 7], [0, 8, 9]], "
+                                  "\"attention_mask\": [[1, 1, 1], [0, 1, 1]]}");
   RunResult logits = run("logits --model " + model_ + " --input " + input + " --out " + dir_ +
                          "/out.safetensors --hidden-states");
   ASSERT_EQ(logits.status, 0) << logits.output;
@@ -103,7 +104,8 @@ TEST_F(CliTest, LogitsGenerateSaveAndRandomCheckpointWork) {
                         " --max-new-tokens 3 --greedy --json");
   EXPECT_EQ(again.status, 0) << again.output;
 
-  RunResult random = run("random-checkpoint --preset tiny --layers 1 --out " + dir_ + "/rnd --seed 3");
+  RunResult random =
+      run("random-checkpoint --preset tiny --layers 1 --out " + dir_ + "/rnd --seed 3");
   ASSERT_EQ(random.status, 0) << random.output;
   RunResult bench =
       run("bench --model " + dir_ + "/rnd --prompt-tokens 8 --new-tokens 4 --threads 1");

@@ -21,46 +21,17 @@
 #include "model/checkpoint_writer.h"
 #include "model/kv_cache.h"
 #include "model/loader.h"
+#include "temp_dir.h"
+#include "tiny_config.h"
 
 namespace mistral {
 namespace {
 
+ModelConfig tiny_config() { return testing::tiny_config(/*sliding_window=*/5); }
+
+using testing::TempDir;
+
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = fs::temp_directory_path().string() + "/mistral-ckpt-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 256;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 1e4;
-  c.sliding_window = 5;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
-  return c;
-}
 
 // Big enough that its embedding (1000 x 160 = 160000 values) spans three RNG chunks of 65536.
 ModelConfig wide_config() {
@@ -129,12 +100,12 @@ TEST(CheckpointTest, SaveRoundTripIsBitExact) {
   TempDir tmp;
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     const std::string name(dtype_name(dtype));
-    ASSERT_TRUE(write_random_checkpoint(tiny_config(), tmp.sub("a" + name), dtype, 3).ok());
-    std::unique_ptr<Model> a = load_ok(tmp.sub("a" + name));
+    ASSERT_TRUE(write_random_checkpoint(tiny_config(), tmp.file("a" + name), dtype, 3).ok());
+    std::unique_ptr<Model> a = load_ok(tmp.file("a" + name));
     ASSERT_TRUE(a);
-    Status s = save_checkpoint(a->config(), a->mutable_weights(), tmp.sub("b" + name));
+    Status s = save_checkpoint(a->config(), a->mutable_weights(), tmp.file("b" + name));
     ASSERT_TRUE(s.ok()) << s.message();
-    std::unique_ptr<Model> b = load_ok(tmp.sub("b" + name));
+    std::unique_ptr<Model> b = load_ok(tmp.file("b" + name));
     ASSERT_TRUE(b);
     expect_bit_identical(*a, *b);
     EXPECT_EQ(b->config().dtype, dtype);
@@ -147,15 +118,15 @@ TEST(CheckpointTest, TiedModelRoundTripsWithoutLmHead) {
   TempDir tmp;
   ModelConfig tied = tiny_config();
   tied.tie_word_embeddings = true;
-  ASSERT_TRUE(write_random_checkpoint(tied, tmp.sub("a"), DType::kBF16, 3).ok());
-  std::unique_ptr<Model> a = load_ok(tmp.sub("a"));
+  ASSERT_TRUE(write_random_checkpoint(tied, tmp.file("a"), DType::kBF16, 3).ok());
+  std::unique_ptr<Model> a = load_ok(tmp.file("a"));
   ASSERT_TRUE(a);
-  ASSERT_TRUE(save_checkpoint(a->config(), a->mutable_weights(), tmp.sub("b")).ok());
+  ASSERT_TRUE(save_checkpoint(a->config(), a->mutable_weights(), tmp.file("b")).ok());
   Result<std::shared_ptr<SafetensorsFile>> f =
-      SafetensorsFile::open(tmp.sub("b/model.safetensors"));
+      SafetensorsFile::open(tmp.file("b/model.safetensors"));
   ASSERT_TRUE(f.ok());
   EXPECT_EQ((*f)->find("lm_head.weight"), nullptr);
-  std::unique_ptr<Model> b = load_ok(tmp.sub("b"));
+  std::unique_ptr<Model> b = load_ok(tmp.file("b"));
   ASSERT_TRUE(b);
   EXPECT_TRUE(b->config().tie_word_embeddings);
   expect_bit_identical(*a, *b);
@@ -163,20 +134,20 @@ TEST(CheckpointTest, TiedModelRoundTripsWithoutLmHead) {
 
 TEST(CheckpointTest, Bf16ToF32ToBf16IsBitExact) {
   TempDir tmp;
-  ASSERT_TRUE(write_random_checkpoint(tiny_config(), tmp.sub("a"), DType::kBF16, 4).ok());
-  std::unique_ptr<Model> a = load_ok(tmp.sub("a"));
+  ASSERT_TRUE(write_random_checkpoint(tiny_config(), tmp.file("a"), DType::kBF16, 4).ok());
+  std::unique_ptr<Model> a = load_ok(tmp.file("a"));
   ASSERT_TRUE(a);
   ASSERT_TRUE(
-      save_checkpoint(a->config(), a->mutable_weights(), tmp.sub("b"), SaveOptions{DType::kF32})
+      save_checkpoint(a->config(), a->mutable_weights(), tmp.file("b"), SaveOptions{DType::kF32})
           .ok());
-  std::unique_ptr<Model> b = load_ok(tmp.sub("b"));
+  std::unique_ptr<Model> b = load_ok(tmp.file("b"));
   ASSERT_TRUE(b);
   EXPECT_EQ(b->config().dtype, DType::kF32);
   expect_widened(*a, *b);
   ASSERT_TRUE(
-      save_checkpoint(b->config(), b->mutable_weights(), tmp.sub("c"), SaveOptions{DType::kBF16})
+      save_checkpoint(b->config(), b->mutable_weights(), tmp.file("c"), SaveOptions{DType::kBF16})
           .ok());
-  std::unique_ptr<Model> c = load_ok(tmp.sub("c"));
+  std::unique_ptr<Model> c = load_ok(tmp.file("c"));
   ASSERT_TRUE(c);
   EXPECT_EQ(c->config().dtype, DType::kBF16);
   expect_bit_identical(*a, *c);
@@ -184,10 +155,10 @@ TEST(CheckpointTest, Bf16ToF32ToBf16IsBitExact) {
 
 TEST(CheckpointTest, ShardedSaveWritesAnIndexAndReloads) {
   TempDir tmp;
-  ASSERT_TRUE(write_random_checkpoint(tiny_config(), tmp.sub("a"), DType::kBF16, 5).ok());
-  std::unique_ptr<Model> a = load_ok(tmp.sub("a"));
+  ASSERT_TRUE(write_random_checkpoint(tiny_config(), tmp.file("a"), DType::kBF16, 5).ok());
+  std::unique_ptr<Model> a = load_ok(tmp.file("a"));
   ASSERT_TRUE(a);
-  const std::string dir = tmp.sub("sharded");
+  const std::string dir = tmp.file("sharded");
   SaveOptions options;
   options.max_shard_bytes = 8 << 10;
   ASSERT_TRUE(save_checkpoint(a->config(), a->mutable_weights(), dir, options).ok());
@@ -219,7 +190,7 @@ TEST(CheckpointTest, ShardedSaveWritesAnIndexAndReloads) {
 
 TEST(CheckpointTest, SavingOverTheLoadedDirectoryKeepsTheModelUsable) {
   TempDir tmp;
-  const std::string dir = tmp.sub("d");
+  const std::string dir = tmp.file("d");
   ASSERT_TRUE(write_random_checkpoint(tiny_config(), dir, DType::kBF16, 6).ok());
   std::unique_ptr<Model> m = load_ok(dir);  // bf16 weights are views into the mapped file
   ASSERT_TRUE(m);
@@ -255,19 +226,19 @@ TEST(CheckpointTest, SavingOverTheLoadedDirectoryKeepsTheModelUsable) {
 TEST(RandomCheckpointTest, DeterministicFromTheSeed) {
   TempDir tmp;
   const ModelConfig c = wide_config();
-  ASSERT_TRUE(write_random_checkpoint(c, tmp.sub("a"), DType::kBF16, 42).ok());
-  ASSERT_TRUE(write_random_checkpoint(c, tmp.sub("b"), DType::kBF16, 42).ok());
-  ASSERT_TRUE(write_random_checkpoint(c, tmp.sub("c"), DType::kBF16, 43).ok());
-  const std::string a = read_bytes(tmp.sub("a/model.safetensors"));
+  ASSERT_TRUE(write_random_checkpoint(c, tmp.file("a"), DType::kBF16, 42).ok());
+  ASSERT_TRUE(write_random_checkpoint(c, tmp.file("b"), DType::kBF16, 42).ok());
+  ASSERT_TRUE(write_random_checkpoint(c, tmp.file("c"), DType::kBF16, 43).ok());
+  const std::string a = read_bytes(tmp.file("a/model.safetensors"));
   EXPECT_GT(a.size(), 1000u * 160u * 2u);
-  EXPECT_TRUE(a == read_bytes(tmp.sub("b/model.safetensors")));
-  EXPECT_EQ(read_bytes(tmp.sub("a/config.json")), read_bytes(tmp.sub("b/config.json")));
-  const std::string other = read_bytes(tmp.sub("c/model.safetensors"));
+  EXPECT_TRUE(a == read_bytes(tmp.file("b/model.safetensors")));
+  EXPECT_EQ(read_bytes(tmp.file("a/config.json")), read_bytes(tmp.file("b/config.json")));
+  const std::string other = read_bytes(tmp.file("c/model.safetensors"));
   ASSERT_EQ(a.size(), other.size());
   size_t same = 0;  // every random value should differ, not just a few
   for (size_t i = a.size() / 2; i + 1 < a.size(); i += 2) same += a.compare(i, 2, other, i, 2) == 0;
   EXPECT_LT(same, a.size() / 2 / 2 / 20);
-  Result<ModelConfig> cfg = load_model_config(tmp.sub("a"));
+  Result<ModelConfig> cfg = load_model_config(tmp.file("a"));
   ASSERT_TRUE(cfg.ok());
   EXPECT_EQ(cfg->vocab_size, 1000);
   EXPECT_EQ(cfg->dtype, DType::kBF16);
@@ -276,12 +247,12 @@ TEST(RandomCheckpointTest, DeterministicFromTheSeed) {
 TEST(RandomCheckpointTest, IndependentOfTheThreadCount) {
   // The global pool is sized once per process, so each thread count gets a process of its own.
   TempDir tmp;
-  ASSERT_TRUE(write_random_checkpoint(wide_config(), tmp.sub("in_process"), DType::kF32, 9).ok());
-  const std::string expected = read_bytes(tmp.sub("in_process/model.safetensors"));
+  ASSERT_TRUE(write_random_checkpoint(wide_config(), tmp.file("in_process"), DType::kF32, 9).ok());
+  const std::string expected = read_bytes(tmp.file("in_process/model.safetensors"));
   for (int threads : {1, 2, 3}) {
-    const std::string out = tmp.sub("t" + std::to_string(threads));
+    const std::string out = tmp.file("t" + std::to_string(threads));
     const std::string cmd = std::string(MISTRAL_CLI_PATH) + " random-checkpoint --config " +
-                            tmp.sub("in_process/config.json") + " --out " + out +
+                            tmp.file("in_process/config.json") + " --out " + out +
                             " --dtype f32 --seed 9 --threads " + std::to_string(threads);
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     EXPECT_TRUE(read_bytes(out + "/model.safetensors") == expected) << "--threads " << threads;
@@ -292,10 +263,10 @@ TEST(RandomCheckpointTest, WeightsAreNormalWithTheRequestedStd) {
   TempDir tmp;
   const ModelConfig c = wide_config();
   const float stddev = 0.05f;
-  ASSERT_TRUE(write_random_checkpoint(c, tmp.sub("f32"), DType::kF32, 11, stddev).ok());
-  ASSERT_TRUE(write_random_checkpoint(c, tmp.sub("bf16"), DType::kBF16, 11, stddev).ok());
-  auto f32 = SafetensorsFile::open(tmp.sub("f32/model.safetensors"));
-  auto bf16 = SafetensorsFile::open(tmp.sub("bf16/model.safetensors"));
+  ASSERT_TRUE(write_random_checkpoint(c, tmp.file("f32"), DType::kF32, 11, stddev).ok());
+  ASSERT_TRUE(write_random_checkpoint(c, tmp.file("bf16"), DType::kBF16, 11, stddev).ok());
+  auto f32 = SafetensorsFile::open(tmp.file("f32/model.safetensors"));
+  auto bf16 = SafetensorsFile::open(tmp.file("bf16/model.safetensors"));
   ASSERT_TRUE(f32.ok() && bf16.ok());
   std::vector<std::vector<float>> matrices;
   for (const TensorInfo& info : (*f32)->tensors()) {
@@ -338,10 +309,10 @@ TEST(RandomCheckpointTest, RejectsAnInvalidConfig) {
   TempDir tmp;
   ModelConfig bad = tiny_config();
   bad.num_key_value_heads = 3;
-  Status s = write_random_checkpoint(bad, tmp.sub("x"), DType::kBF16, 1);
+  Status s = write_random_checkpoint(bad, tmp.file("x"), DType::kBF16, 1);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("num_key_value_heads"), std::string::npos) << s.message();
-  EXPECT_FALSE(fs::exists(tmp.sub("x/model.safetensors")));
+  EXPECT_FALSE(fs::exists(tmp.file("x/model.safetensors")));
 }
 
 }  // namespace

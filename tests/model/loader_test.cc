@@ -20,50 +20,21 @@
 #include "io/tensor_names.h"
 #include "model/checkpoint_writer.h"
 #include "model/loader.h"
+#include "temp_dir.h"
+#include "tiny_config.h"
 
 namespace mistral {
 namespace {
 
+using testing::tiny_config;
+
+using testing::TempDir;
+
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = fs::temp_directory_path().string() + "/mistral-loader-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 256;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 1e4;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
-  return c;
-}
 
 std::string random_checkpoint(const TempDir& tmp, const std::string& name, DType dtype,
                               ModelConfig config = tiny_config(), uint64_t seed = 1) {
-  const std::string dir = tmp.sub(name);
+  const std::string dir = tmp.file(name);
   Status s = write_random_checkpoint(config, dir, dtype, seed);
   EXPECT_TRUE(s.ok()) << s.message();
   return dir;
@@ -290,9 +261,10 @@ TEST(LoaderTest, TiedModelAliasesTheEmbedding) {
 
 TEST(LoaderTest, DirectoryAndConfigErrors) {
   TempDir tmp;
-  fs::create_directories(tmp.sub("empty"));
-  EXPECT_TRUE(FailsWith(load(tmp.sub("empty")), {tmp.sub("empty"), "config.json", "params.json"}));
-  EXPECT_TRUE(FailsWith(load(tmp.sub("absent")), {tmp.sub("absent"), "not a directory"}));
+  fs::create_directories(tmp.file("empty"));
+  EXPECT_TRUE(
+      FailsWith(load(tmp.file("empty")), {tmp.file("empty"), "config.json", "params.json"}));
+  EXPECT_TRUE(FailsWith(load(tmp.file("absent")), {tmp.file("absent"), "not a directory"}));
 
   const std::string dir = random_checkpoint(tmp, "m", DType::kBF16);
   write_text(dir + "/config.json", "{\"vocab_size\": 64, ");
@@ -378,15 +350,15 @@ TEST(LoaderTest, NativeLayoutEqualsHfLayoutBitForBit) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     const std::string name(dtype_name(dtype));
     const std::string hf = random_checkpoint(tmp, "hf" + name, dtype);
-    write_native(hf, tmp.sub("native" + name), tiny_config());
+    write_native(hf, tmp.file("native" + name), tiny_config());
     Result<std::unique_ptr<Model>> a = load(hf);
-    Result<std::unique_ptr<Model>> b = load(tmp.sub("native" + name));
+    Result<std::unique_ptr<Model>> b = load(tmp.file("native" + name));
     ASSERT_TRUE(a.ok()) << a.status().message();
     ASSERT_TRUE(b.ok()) << b.status().message();
     expect_same_weights(**a, **b);
     // The native file really is in another order: loading it without the permutation would differ.
     Result<std::shared_ptr<SafetensorsFile>> f =
-        SafetensorsFile::open(tmp.sub("native" + name) + "/consolidated.safetensors");
+        SafetensorsFile::open(tmp.file("native" + name) + "/consolidated.safetensors");
     const TensorInfo* wq = (*f)->find("layers.0.attention.wq.weight");
     ASSERT_NE(wq, nullptr);
     EXPECT_NE(
