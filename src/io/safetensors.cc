@@ -294,6 +294,15 @@ Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
   return file;
 }
 
+void MappedFile::prefault() const {
+  if (data_ == nullptr) return;
+  void* addr = const_cast<uint8_t*>(data_);
+#ifdef MADV_POPULATE_READ
+  if (::madvise(addr, size_, MADV_POPULATE_READ) == 0) return;
+#endif
+  ::madvise(addr, size_, MADV_WILLNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -34,6 +34,10 @@ class WeightSource {
   const TensorView* find(std::string_view name) const;
   // Every tensor name, sorted.
   std::vector<std::string> names() const;
+  // Maps every file's pages now (see MappedFile::prefault); call once the tensors are validated.
+  void prefault() const {
+    for (const auto& f : files_) f->prefault();
+  }
   // A short description for messages: the index or file path opened.
   const std::string& description() const { return description_; }
 

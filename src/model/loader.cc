@@ -110,6 +110,7 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
                    "\" (not part of a MistralForCausalLM with this config)");
     }
   }
+  source->prefault();  // the first request must not pay for page faults
   return std::make_unique<Model>(std::move(config), std::move(weights), std::move(backend));
 }
 
