@@ -4,10 +4,21 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 namespace mistral {
 
 uint64_t available_memory_bytes() {
+  // MemAvailable counts reclaimable page cache (e.g. the memory-mapped weights), which
+  // _SC_AVPHYS_PAGES (MemFree) does not.
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
   const long pages = sysconf(_SC_AVPHYS_PAGES);
   const long page_size = sysconf(_SC_PAGESIZE);
   if (pages <= 0 || page_size <= 0) return UINT64_MAX;
