@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMISTRAL_BUILD_TESTS=OFF >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMISTRAL_BUILD_TESTS=OFF -DMISTRAL_BUILD_BENCH=OFF >/dev/null
 cmake --build build -j "$(nproc)" --target mistral
 mistral=build/apps/cli/mistral
 model=build/demo-model

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 apt_packages=(cmake ninja-build g++ clang clang-format nlohmann-json3-dev libgtest-dev libgmock-dev
-              libcli11-dev libsentencepiece-dev libpcre2-dev python3-pip)
+              libcli11-dev libsentencepiece-dev libpcre2-dev pkg-config python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,8 +17,8 @@ if ((${#missing[@]})); then
 fi
 
 # Reference implementations the tests compare against (tokenizers), and fixture tooling.
-py_packages=(numpy safetensors sentencepiece tokenizers mistral-common pytest)
-if ! python3 -c "import numpy, safetensors, sentencepiece, tokenizers, mistral_common, pytest" 2>/dev/null; then
+py_packages=(numpy safetensors sentencepiece tokenizers mistral-common tiktoken pytest)
+if ! python3 -c "import numpy, safetensors, sentencepiece, tokenizers, mistral_common, tiktoken, pytest" 2>/dev/null; then
   echo "installing Python packages: ${py_packages[*]}"
   python3 -m pip install -q "${py_packages[@]}"
 fi

@@ -11,5 +11,5 @@ cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure --timeout 600
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMISTRAL_SANITIZE=ON >/dev/null
-cmake --build build-asan -j "$jobs" --target io_tests model_tests mistral
-ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 900 -R '^(io_tests|model_tests)\.'
+cmake --build build-asan -j "$jobs" --target io_tests model_tests tokenizer_tests mistral
+ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 900 -R '^(io_tests|model_tests|tokenizer_tests)\.'

@@ -1,15 +1,22 @@
 // `mistral generate --model DIR --input IN.json --max-new-tokens N [--greedy] [--json]`:
-// generates for every row of a padded batch (each row's real tokens are its prompt). Without
+// generates for every row of a padded batch (each row's real tokens are its prompt). With
+// --prompt TEXT or --chat REQUEST.json instead of --input it encodes with the checkpoint's
+// tokenizer (and chat format), stops at EOS, and prints the text as it is generated. Without
 // --greedy it samples with --temperature/--top-k/--top-p/--min-p/--repetition-penalty/--seed.
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "apps/cli/batch_input.h"
 #include "apps/cli/commands.h"
+#include "apps/cli/sampling_options.h"
+#include "apps/cli/text_generation.h"
 #include "engine/generator.h"
+#include "tokenizer/chat_encoder.h"
 
 namespace mistral::cli {
 namespace {
@@ -17,8 +24,11 @@ namespace {
 struct GenerateArgs {
   ModelOptions model;
   std::string input;
+  std::string prompt;
+  std::string chat_file;
+  std::string tokenizer;
+  bool ignore_eos = false;
   int64_t max_new_tokens = 32;
-  bool greedy = false;
   bool json = false;
   bool stop_at_eos = false;
   std::vector<int32_t> stop_ids;
@@ -37,18 +47,63 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
+GenerationConfig generation_config(const GenerateArgs& args) {
+  GenerationConfig gen;
+  gen.max_new_tokens = args.max_new_tokens;
+  gen.sampling = args.sampling;
+  gen.stop_at_eos = args.stop_at_eos;
+  gen.stop_token_ids = args.stop_ids;
+  return gen;
+}
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return error(path + ": cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void run_text_generate(GenerateArgs& args) {
+  TextModel tm = value_or_fail(load_text_model(args.model, args.tokenizer));
+  std::vector<int32_t> prompt;
+  if (!args.chat_file.empty()) {
+    ChatEncoder encoder = value_or_fail(ChatEncoder::create(*tm.tokenizer));
+    Result<std::vector<int32_t>> ids =
+        encoder.encode_json(value_or_fail(read_file(args.chat_file)));
+    if (!ids.ok()) fail(ids.status().with_context(args.chat_file));
+    prompt = std::move(ids).value();
+  } else {
+    prompt = tm.tokenizer->encode(args.prompt, /*add_bos=*/true, /*add_eos=*/false);
+  }
+  GenerationConfig gen = generation_config(args);
+  if (!args.ignore_eos) {  // text generation ends at the end of the answer
+    gen.stop_at_eos = true;
+    gen.stop_token_ids.push_back(tm.tokenizer->eos_id());
+  }
+  TextResult r = value_or_fail(generate_text(tm, prompt, gen, /*stream=*/!args.json));
+  if (args.json) {
+    nlohmann::json out;
+    out["text"] = r.text;
+    out["prompt_tokens"] = prompt.size();
+    out["new_tokens"] = {r.tokens};
+    out["finish_reason"] = finish_reason_name(r.finish_reason);
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("\n");
+  }
+}
+
 void run_generate(GenerateArgs& args) {
+  const int sources = !args.input.empty() + !args.prompt.empty() + !args.chat_file.empty();
+  if (sources != 1) fail(error("give exactly one of --input, --prompt, --chat"));
+  if (args.input.empty()) return run_text_generate(args);
   BatchInput input = value_or_fail(read_batch_input(args.input));
   std::unique_ptr<Model> model = value_or_fail(load_model_from_options(args.model));
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t b = 0; b < input.batch; ++b) prompts.push_back(input.row_tokens(b));
 
-  GenerationConfig gen;
-  gen.max_new_tokens = args.max_new_tokens;
-  gen.sampling = args.sampling;
-  gen.sampling.greedy = args.greedy;
-  gen.stop_at_eos = args.stop_at_eos;
-  gen.stop_token_ids = args.stop_ids;
+  GenerationConfig gen = generation_config(args);
   if (!args.json) {
     gen.on_token = [](int64_t row, int32_t token) {
       std::printf("%lld: %d\n", static_cast<long long>(row), token);
@@ -75,20 +130,17 @@ void add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "generate tokens for a batch of prompts");
   add_model_options(*cmd, args->model);
-  cmd->add_option("--input", args->input, "JSON with input_ids (and attention_mask)")->required();
+  cmd->add_option("--input", args->input, "JSON with input_ids (and attention_mask)");
+  cmd->add_option("--prompt", args->prompt, "text prompt, encoded with the model's tokenizer");
+  cmd->add_option("--chat", args->chat_file,
+                  "chat request JSON {\"messages\": [...], \"tools\": [...]}, Mistral's format");
+  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer file or directory (default: --model)");
+  cmd->add_flag("--ignore-eos", args->ignore_eos, "with --prompt/--chat: do not stop at EOS");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate per row");
-  cmd->add_flag("--greedy", args->greedy, "greedy decoding (argmax)");
   cmd->add_flag("--json", args->json, "print one JSON object with new_tokens per row");
   cmd->add_flag("--stop-at-eos", args->stop_at_eos, "stop a row at the model's eos_token_id");
   cmd->add_option("--stop-token", args->stop_ids, "extra stop token ids");
-  cmd->add_option("--temperature", args->sampling.temperature, "sampling temperature");
-  cmd->add_option("--top-k", args->sampling.top_k, "keep the k most likely tokens (0 = off)");
-  cmd->add_option("--top-p", args->sampling.top_p, "nucleus sampling threshold in (0, 1]");
-  cmd->add_option("--min-p", args->sampling.min_p, "min-p threshold in [0, 1] (0 = off)");
-  cmd->add_option("--repetition-penalty", args->sampling.repetition_penalty,
-                  "penalty > 1 discourages repeats (1 = off)");
-  cmd->add_option("--seed", args->sampling.seed,
-                  "random seed; the same seed gives the same tokens");
+  add_sampling_options(*cmd, args->sampling);
   cmd->callback([args] { run_generate(*args); });
 }
 

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   mistral::cli::add_save_command(app);
   mistral::cli::add_bench_command(app);
   mistral::cli::add_tokenizer_commands(app);
+  mistral::cli::add_chat_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -146,6 +146,10 @@ def main():
         convert_tekken_tokenizer(str(tekken)).save_pretrained(str(work / "tekken_hf"))
         ref = hf_row("HF tokenizers, tekken tokenizer.json", work / "tekken_hf" / "tokenizer.json", docs, nbytes)
         rows.append(ref)
+        o2 = run_ours(args.bench_exe, work / "tekken_hf" / "tokenizer.json", corpus)
+        rows.append({"name": "ours, tekken tokenizer.json (ByteLevel BPE)", "seconds": o2["seconds"],
+                     "mb_per_s": o2["mb_per_s"], "tokens": o2["tokens"], "hash": o2["hash"],
+                     "ratio": ref["seconds"] / o2["seconds"], "same_ids": o2["hash"] == ref["hash"]})
     except ImportError:
         ref = None
     from mistral_common.tokens.tokenizers.tekken import Tekkenizer
