@@ -1,12 +1,11 @@
 #include "apps/cli/batch_input.h"
 
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/file_util.h"
 #include "core/thread_pool.h"
 #include "model/loader.h"
 
@@ -58,11 +57,8 @@ Status read_matrix(const nlohmann::json& j, const char* field, const std::string
 }  // namespace
 
 Result<BatchInput> read_batch_input(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return error(path + ": cannot open input file");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(buf.str(), nullptr, false);
+  MISTRAL_ASSIGN_OR_RETURN(std::string text, read_file(path, kMaxJsonFileBytes));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return error(path + ": not a JSON object");
   BatchInput input;
   std::vector<int64_t> ids, mask;

@@ -4,9 +4,7 @@
 // tokenizer (and chat format), stops at EOS, and prints the text as it is generated. Without
 // --greedy it samples with --temperature/--top-k/--top-p/--min-p/--repetition-penalty/--seed.
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -15,6 +13,7 @@
 #include "apps/cli/commands.h"
 #include "apps/cli/sampling_options.h"
 #include "apps/cli/text_generation.h"
+#include "core/file_util.h"
 #include "engine/generator.h"
 #include "tokenizer/chat_encoder.h"
 
@@ -56,21 +55,13 @@ GenerationConfig generation_config(const GenerateArgs& args) {
   return gen;
 }
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return error(path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void run_text_generate(GenerateArgs& args) {
   TextModel tm = value_or_fail(load_text_model(args.model, args.tokenizer));
   std::vector<int32_t> prompt;
   if (!args.chat_file.empty()) {
     ChatEncoder encoder = value_or_fail(ChatEncoder::create(*tm.tokenizer));
     Result<std::vector<int32_t>> ids =
-        encoder.encode_json(value_or_fail(read_file(args.chat_file)));
+        encoder.encode_json(value_or_fail(read_file(args.chat_file, kMaxJsonFileBytes)));
     if (!ids.ok()) fail(ids.status().with_context(args.chat_file));
     prompt = std::move(ids).value();
   } else {

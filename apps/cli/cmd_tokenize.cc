@@ -1,16 +1,15 @@
 // `mistral tokenize` and `mistral detokenize`: text or a chat request -> prompt ids, ids -> text,
 // with the tokenizer the checkpoint directory ships (the choice is reported on stderr).
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "apps/cli/commands.h"
+#include "core/file_util.h"
 #include "tokenizer/chat_encoder.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,18 +41,10 @@ void print_ids(const std::vector<int32_t>& ids) {
   std::fwrite(out.data(), 1, out.size(), stdout);
 }
 
-Result<std::string> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return error(path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void run_tokenize(const TokenizeOptions& o) {
   auto tokenizer = load_or_fail(o.model);
   if (!o.chat_file.empty()) {
-    const std::string json = value_or_fail(read_text_file(o.chat_file));
+    const std::string json = value_or_fail(read_file(o.chat_file, kMaxJsonFileBytes));
     auto encoder = value_or_fail(ChatEncoder::create(*tokenizer));
     auto ids = encoder.encode_json(json);
     if (!ids.ok()) fail(ids.status().with_context(o.chat_file));

@@ -4,6 +4,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/utf8.h"
+
 namespace mistral::io_internal {
 namespace {
 
@@ -107,40 +109,9 @@ class StrictDomBuilder {
 }  // namespace
 
 std::optional<size_t> find_invalid_utf8(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    // Bounds of the second byte narrow per lead byte to exclude overlong forms (E0, F0),
-    // surrogates (ED) and code points above U+10FFFF (F4).
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
-    if (n - i < len) return i;
-    if (s[i + 1] < lo || s[i + 1] > hi) return i;
-    for (size_t k = 2; k < len; ++k) {
-      if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
-    }
-    i += len;
-  }
-  return std::nullopt;
+  const size_t valid = utf8::valid_prefix_length(text);
+  if (valid == text.size()) return std::nullopt;
+  return valid;
 }
 
 Result<nlohmann::json> parse_json_strict(std::string_view text) {

@@ -2,11 +2,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/file_util.h"
 #include "io/strict_json.h"
 
 namespace mistral {
@@ -268,11 +267,8 @@ Status validate_config(const ModelConfig& c, const std::string& source) {
 }
 
 Result<ModelConfig> load_config_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return error(path + ": cannot open config file");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  Result<json> parsed = io_internal::parse_json_strict(buf.str());
+  MISTRAL_ASSIGN_OR_RETURN(std::string text, read_file(path, kMaxJsonFileBytes));
+  Result<json> parsed = io_internal::parse_json_strict(text);
   if (!parsed.ok()) return parsed.status().with_context(path);
   const json& j = *parsed;
   const bool native = std::filesystem::path(path).filename() == "params.json";

@@ -4,7 +4,7 @@
 #include <cctype>
 #include <unordered_map>
 
-#include "tokenizer/utf8.h"
+#include "core/utf8.h"
 
 namespace mistral::tokenizer_internal {
 namespace {

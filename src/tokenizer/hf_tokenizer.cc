@@ -13,11 +13,11 @@
 #include <queue>
 #include <unordered_map>
 
-#include "tokenizer/file_util.h"
+#include "core/utf8.h"
 #include "tokenizer/hf_pipeline.h"
+#include "tokenizer/limits.h"
 #include "tokenizer/pair_map.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
 
 namespace mistral {
 namespace {
@@ -345,7 +345,7 @@ Result<std::string> HfTokenizer::decode(std::span<const int32_t> ids) const {
 }  // namespace
 
 Result<std::unique_ptr<Tokenizer>> load_hf_tokenizer(const std::string& file) {
-  MISTRAL_ASSIGN_OR_RETURN(std::string data, read_file(file));
+  MISTRAL_ASSIGN_OR_RETURN(std::string data, read_file(file, kMaxTokenizerFileBytes));
   Json j = Json::parse(data, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return error(file + ": not valid JSON (truncated or corrupt?)");
   Json config = Json::object();

@@ -5,7 +5,7 @@
 #include <queue>
 #include <tuple>
 
-#include "tokenizer/file_util.h"
+#include "tokenizer/limits.h"
 
 namespace mistral::tokenizer_internal {
 namespace {

@@ -6,10 +6,10 @@
 
 #include <algorithm>
 
-#include "tokenizer/file_util.h"
+#include "core/utf8.h"
+#include "tokenizer/limits.h"
 #include "tokenizer/sentencepiece_bpe.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
 
 namespace mistral {
 namespace {
@@ -108,7 +108,8 @@ class SentencePieceTokenizer final : public Tokenizer {
 }  // namespace
 
 Result<std::unique_ptr<Tokenizer>> load_sentencepiece_tokenizer(const std::string& file) {
-  MISTRAL_ASSIGN_OR_RETURN(std::string data, tokenizer_internal::read_file(file));
+  MISTRAL_ASSIGN_OR_RETURN(std::string data,
+                           read_file(file, tokenizer_internal::kMaxTokenizerFileBytes));
   if (data.empty()) return error(file + ": empty SentencePiece model file");
   // Bounds first: the library trusts its input (a megabyte-long piece crashes it).
   auto info = tokenizer_internal::parse_model_proto(data);

@@ -5,12 +5,12 @@
 #include <optional>
 #include <unordered_map>
 
+#include "core/utf8.h"
 #include "tokenizer/byte_pair.h"
-#include "tokenizer/file_util.h"
+#include "tokenizer/limits.h"
 #include "tokenizer/py_json.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
 
 namespace mistral {
 namespace {
@@ -284,7 +284,8 @@ Result<std::string> TekkenTokenizer::decode(std::span<const int32_t> ids) const 
 }  // namespace
 
 Result<std::unique_ptr<Tokenizer>> load_tekken_tokenizer(const std::string& file) {
-  MISTRAL_ASSIGN_OR_RETURN(std::string data, tokenizer_internal::read_file(file));
+  MISTRAL_ASSIGN_OR_RETURN(std::string data,
+                           read_file(file, tokenizer_internal::kMaxTokenizerFileBytes));
   Json j = Json::parse(data, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return error(file + ": not valid JSON (truncated or corrupt?)");
   data.clear();

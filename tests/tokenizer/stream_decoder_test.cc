@@ -7,7 +7,7 @@
 #include <random>
 
 #include "tiny_tokenizers.h"
-#include "tokenizer/utf8.h"
+#include "core/utf8.h"
 
 namespace mistral {
 namespace {

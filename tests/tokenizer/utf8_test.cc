@@ -1,5 +1,5 @@
 // UTF-8 replacement follows Python's bytes.decode("utf-8", "replace"); py_json follows json.dumps.
-#include "tokenizer/utf8.h"
+#include "core/utf8.h"
 
 #include <gtest/gtest.h>
 

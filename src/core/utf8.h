@@ -1,4 +1,5 @@
-// UTF-8 helpers shared by the tokenizers and the stream decoder. Stateless functions.
+// UTF-8 helpers: validation, replacement of ill-formed input, streaming boundaries. Used by the
+// tokenizers, the stream decoder and the strict JSON reader. Stateless functions.
 #pragma once
 
 #include <cstddef>

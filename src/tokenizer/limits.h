@@ -1,9 +1,10 @@
-// Bounded whole-file reads for the tokenizer loaders.
+// Size bounds for tokenizer files (read with core/file_util.h).
 #pragma once
 
 #include <cstddef>
 #include <string>
 
+#include "core/file_util.h"
 #include "core/status.h"
 
 namespace mistral::tokenizer_internal {
@@ -14,8 +15,5 @@ inline constexpr size_t kMaxTokenizerFileBytes = size_t{512} << 20;
 inline constexpr size_t kMaxPieceBytes = size_t{64} << 10;
 // Mistral vocabularies have 32000 to 131072 entries.
 inline constexpr size_t kMaxVocabSize = size_t{1} << 22;
-
-// Reads `path` whole; errors name the file.
-Result<std::string> read_file(const std::string& path, size_t max_bytes = kMaxTokenizerFileBytes);
 
 }  // namespace mistral::tokenizer_internal

@@ -1,11 +1,11 @@
-#include "tokenizer/file_util.h"
+#include "core/file_util.h"
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 
-namespace mistral::tokenizer_internal {
+namespace mistral {
 
 Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
@@ -15,7 +15,7 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   if (size < 0) return error(path + ": cannot tell size (not a regular file?)");
   if (static_cast<size_t>(size) > max_bytes) {
     return error(path + ": file is " + std::to_string(size) + " bytes, more than the " +
-                 std::to_string(max_bytes) + " a tokenizer file may have");
+                 std::to_string(max_bytes) + " allowed");
   }
   std::rewind(f.get());
   std::string data(static_cast<size_t>(size), '\0');
@@ -25,4 +25,4 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   return data;
 }
 
-}  // namespace mistral::tokenizer_internal
+}  // namespace mistral
