@@ -10,6 +10,7 @@
 
 #include "apps/cli/batch_input.h"
 #include "apps/cli/commands.h"
+#include "core/thread_pool.h"
 #include "engine/generator.h"
 
 namespace mistral::cli {
@@ -49,7 +50,7 @@ void run_bench(const BenchArgs& args) {
   const uint64_t bytes = weight_bytes(*model);
   nlohmann::json out;
   out["backend"] = model->backend().name();
-  out["threads"] = args.model.threads;
+  out["threads"] = ThreadPool::global().num_threads();
   out["prompt_tokens"] = args.prompt_tokens;
   out["new_tokens"] = r.decode_steps;
   out["prefill_tok_s"] = args.prompt_tokens / std::max(r.prefill_seconds, 1e-9);
