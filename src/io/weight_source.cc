@@ -43,10 +43,21 @@ Result<WeightSource> WeightSource::open_hf_dir(const std::string& dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
   MISTRAL_ASSIGN_OR_RETURN(bool has_single, path_exists(single));
   if (has_single) return open_file(single.string());
+  // PyTorch .bin files are pickles, i.e. code: they are never loaded, only pointed out.
+  std::string pickle_hint;
+  for (const char* name : {"pytorch_model.bin", "pytorch_model.bin.index.json"}) {
+    if (fs::exists(fs::path(dir) / name, ec)) {
+      pickle_hint = std::string("; found ") + name +
+                    ", a pickle file, which is never loaded (it can run code): convert it to "
+                    "safetensors first";
+      break;
+    }
+  }
   return error(dir +
                ": no Hugging Face checkpoint: looked for model.safetensors.index.json and "
                "model.safetensors (other *.safetensors files are never guessed at; open Mistral's "
-               "consolidated.safetensors as a single file)");
+               "consolidated.safetensors as a single file)" +
+               pickle_hint);
 }
 
 Result<WeightSource> WeightSource::open_file(const std::string& path) {

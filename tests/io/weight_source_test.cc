@@ -265,3 +265,18 @@ TEST_F(IndexErrors, CorruptShardNamesIndexAndShard) {
 
 }  // namespace
 }  // namespace mistral
+
+namespace mistral::testing {
+namespace {
+
+TEST(WeightSourcePickle, PytorchBinIsNeverLoadedAndIsPointedOut) {
+  TempDir dir;
+  std::ofstream(dir.file("pytorch_model.bin")) << "\x80\x02}q\x00.";  // a pickle
+  auto source = WeightSource::open_hf_dir(dir.path());
+  ASSERT_FALSE(source.ok());
+  EXPECT_NE(source.status().message().find("pytorch_model.bin, a pickle file"), std::string::npos)
+      << source.status().message();
+}
+
+}  // namespace
+}  // namespace mistral::testing
