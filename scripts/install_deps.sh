@@ -4,7 +4,7 @@
 set -euo pipefail
 
 apt_packages=(cmake ninja-build g++ clang clang-format nlohmann-json3-dev libgtest-dev libgmock-dev
-              libcli11-dev libsentencepiece-dev libpcre2-dev pkg-config python3-pip)
+              libcli11-dev libsentencepiece-dev libpcre2-dev pkg-config libbenchmark-dev python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

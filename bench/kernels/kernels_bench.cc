@@ -1,0 +1,119 @@
+// Google Benchmark entries for every CPU kernel (STYLE.md: a kernel is done with a scalar
+// reference test, in tests/backend/kernels_test.cc, and a benchmark entry, here). Shapes are
+// Mistral-7B's. Counters report bytes of weights read per second, the figure decode is bound by.
+// Run: build/bench/kernels/kernels_bench [--benchmark_filter=Matmul]
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
+
+namespace mistral {
+namespace {
+
+Tensor random_matrix(DType dtype, int64_t n, int64_t k) {
+  Tensor w = Tensor::allocate(dtype, {n, k});
+  uint64_t state = 12345;
+  for (uint64_t i = 0; i < w.num_elements(); ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const float v = (static_cast<float>(state >> 40) / 16777216.0f - 0.5f) * 0.04f;
+    if (dtype == DType::kBF16) {
+      static_cast<BF16*>(w.mutable_data())[i] = float_to_bf16(v);
+    } else {
+      static_cast<float*>(w.mutable_data())[i] = v;
+    }
+  }
+  return w;
+}
+
+// Args: tokens (m), output features (n), dtype (0 = F32, 1 = BF16). k = 4096.
+void BM_Matmul(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = 4096;
+  const DType dtype = state.range(2) ? DType::kBF16 : DType::kF32;
+  Tensor w = random_matrix(dtype, n, k);
+  std::vector<float> x(m * k, 0.01f), y(m * n);
+  for (auto _ : state) {
+    cpu::matmul(x.data(), m, w, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["weight_GB/s"] = benchmark::Counter(
+      static_cast<double>(w.num_bytes()) * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+// n = 14336: the MLP's gate/up (117 MB in BF16, beyond the last-level cache).
+BENCHMARK(BM_Matmul)
+    ->Args({1, 14336, 1})
+    ->Args({1, 14336, 0})
+    ->Args({16, 14336, 1})
+    ->Args({64, 4096, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void BM_RmsNorm(benchmark::State& state) {
+  const int64_t m = state.range(0), n = 4096;
+  Tensor w = Tensor::allocate(DType::kF32, {n});
+  std::vector<float> x(m * n, 0.5f), y(m * n);
+  for (auto _ : state) cpu::rmsnorm(x.data(), m, w, 1e-5f, y.data());
+}
+BENCHMARK(BM_RmsNorm)->Arg(1)->Arg(64);
+
+void BM_Rope(benchmark::State& state) {
+  const int64_t tokens = state.range(0), heads = 32, head_dim = 128;
+  std::vector<float> x(tokens * heads * head_dim, 0.5f);
+  std::vector<int64_t> positions(tokens);
+  for (int64_t t = 0; t < tokens; ++t) positions[t] = 1000 + t;
+  for (auto _ : state) cpu::rope(x.data(), tokens, heads, head_dim, positions.data(), 1e6);
+}
+BENCHMARK(BM_Rope)->Arg(1)->Arg(64);
+
+void BM_SiluMul(benchmark::State& state) {
+  const int64_t n = state.range(0) * 14336;
+  std::vector<float> g(n, 0.3f), u(n, 0.7f), out(n);
+  for (auto _ : state) cpu::silu_mul(g.data(), u.data(), out.data(), n);
+}
+BENCHMARK(BM_SiluMul)->Arg(1)->Arg(64);
+
+// Decode attention of one token over `context` cached positions (32 heads, 8 kv heads).
+void BM_AttentionDecode(benchmark::State& state) {
+  const int64_t context = state.range(0), heads = 32, kv_heads = 8, hd = 128;
+  std::vector<float> q(heads * hd, 0.1f), k(kv_heads * hd, 0.1f), v(kv_heads * hd, 0.1f);
+  std::vector<float> kc(context * kv_heads * hd, 0.1f), vc(context * kv_heads * hd, 0.1f);
+  std::vector<float> out(heads * hd);
+  std::vector<int64_t> slots(context);
+  for (int64_t s = 0; s < context; ++s) slots[s] = s;
+  std::vector<uint8_t> valid(context, 1), new_valid(1, 1);
+  AttentionArgs a;
+  a.batch = 1;
+  a.new_tokens = 1;
+  a.num_heads = heads;
+  a.num_kv_heads = kv_heads;
+  a.head_dim = hd;
+  a.first_seq_index = context;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.q = q.data();
+  a.k = k.data();
+  a.v = v.data();
+  a.new_valid = new_valid.data();
+  a.capacity = context;
+  a.k_cache = kc.data();
+  a.v_cache = vc.data();
+  a.slot_seq_index = slots.data();
+  a.slot_valid = valid.data();
+  a.out = out.data();
+  for (auto _ : state) cpu::attention(a);
+}
+BENCHMARK(BM_AttentionDecode)->Arg(512)->Arg(4096);
+
+}  // namespace
+}  // namespace mistral
+
+int main(int argc, char** argv) {
+  mistral::ThreadPool::set_default_threads(0);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  return 0;
+}
