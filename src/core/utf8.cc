@@ -121,4 +121,10 @@ size_t trailing_replacement_bytes(std::string_view s) {
   return n;
 }
 
+std::string_view valid_or_replaced(std::string_view s, std::string& storage) {
+  if (valid_prefix_length(s) == s.size()) return s;
+  storage = replace_invalid(s);
+  return storage;
+}
+
 }  // namespace mistral::utf8

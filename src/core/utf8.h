@@ -16,6 +16,9 @@ size_t valid_prefix_length(std::string_view s);
 // "replace") and tiktoken's decode).
 std::string replace_invalid(std::string_view s);
 
+// `s` itself when it is well-formed; otherwise replace_invalid(s), kept alive in `storage`.
+std::string_view valid_or_replaced(std::string_view s, std::string& storage);
+
 // Appends the UTF-8 encoding of code point `cp` (assumed valid) to `out`.
 void append_code_point(char32_t cp, std::string& out);
 

@@ -302,10 +302,7 @@ void HfTokenizer::encode_segment(std::string segment, bool first, std::vector<in
 
 std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
   std::string clean;
-  if (utf8::valid_prefix_length(text) != text.size()) {
-    clean = utf8::replace_invalid(text);
-    text = clean;
-  }
+  text = utf8::valid_or_replaced(text, clean);
   std::vector<int32_t> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
   // Non-special added tokens split the text first; each piece in between is encoded alone.

@@ -45,10 +45,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool add_eos) const override {
     std::string clean;
-    if (utf8::valid_prefix_length(text) != text.size()) {
-      clean = utf8::replace_invalid(text);
-      text = clean;
-    }
+    text = utf8::valid_or_replaced(text, clean);
     std::vector<int32_t> out;
     out.reserve(text.size() / 3 + 2);
     if (add_bos) out.push_back(bos_id());

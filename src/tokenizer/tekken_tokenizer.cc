@@ -238,10 +238,7 @@ Status TekkenTokenizer::init(const std::string& file, const Json& j) {
 std::vector<int32_t> TekkenTokenizer::encode(std::string_view text, bool add_bos,
                                              bool add_eos) const {
   std::string clean;
-  if (utf8::valid_prefix_length(text) != text.size()) {
-    clean = utf8::replace_invalid(text);
-    text = clean;
-  }
+  text = utf8::valid_or_replaced(text, clean);
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos) out.push_back(bos_);
