@@ -118,6 +118,7 @@ Status HfPipeline::init(const Json& j) {
       PreOp pre;
       if (type == "Metaspace") {
         pre.replacement = op.value("replacement", "\xE2\x96\x81");
+        if (pre.replacement.empty()) return error("pre_tokenizer.Metaspace.replacement: empty");
         pre.split = op.value("split", true);
         std::string scheme = op.value("prepend_scheme", "");
         if (scheme.empty()) scheme = op.value("add_prefix_space", true) ? "always" : "never";
@@ -192,6 +193,11 @@ Status HfPipeline::init(const Json& j) {
         const std::string content = op.value("content", " ");
         if (content.size() != 1) return error("decoder.Strip: only one-byte content is supported");
         o.strip_char = content[0];
+        for (const char* key : {"start", "stop"}) {  // byte counts: small non-negative integers
+          if (op.contains(key) && (!op[key].is_number_unsigned() || op[key].get<uint64_t>() > 64)) {
+            return error(std::string("decoder.Strip.") + key + ": expected an integer in [0, 64]");
+          }
+        }
         o.start = op.value("start", 0);
         o.stop = op.value("stop", 0);
       } else if (type == "ByteLevel") {
@@ -199,6 +205,7 @@ Status HfPipeline::init(const Json& j) {
       } else if (type == "Metaspace") {
         o.step = Step::kMetaspace;
         o.a = op.value("replacement", "\xE2\x96\x81");
+        if (o.a.empty()) return error("decoder.Metaspace.replacement: empty");
         std::string scheme = op.value("prepend_scheme", "");
         if (scheme.empty()) scheme = op.value("add_prefix_space", true) ? "always" : "never";
         o.prepend = scheme != "never";

@@ -85,6 +85,7 @@ Status HfTokenizer::init(const std::string& file, const Json& j, const Json& con
   auto vocab = model->find("vocab");
   if (vocab == model->end() || !vocab->is_object()) return error("model.vocab: expected an object");
   if (vocab->size() > kMaxVocabSize) return error("model.vocab: too many entries");
+  if (vocab->empty()) return error("model.vocab: empty");
   int64_t max_id = -1;
   auto add_piece = [&](const std::string& piece, int64_t id, const std::string& where) -> Status {
     if (id < 0 || static_cast<size_t>(id) >= kMaxVocabSize) {
@@ -357,7 +358,12 @@ Result<std::unique_ptr<Tokenizer>> load_hf_tokenizer(const std::string& file) {
     }
   }
   auto tok = std::make_unique<HfTokenizer>();
-  MISTRAL_RETURN_IF_ERROR(tok->init(file, j, config).with_context(file));
+  // A field of the wrong type deep in the file surfaces as a JSON exception: a clear error too.
+  try {
+    MISTRAL_RETURN_IF_ERROR(tok->init(file, j, config).with_context(file));
+  } catch (const nlohmann::json::exception& e) {
+    return error(file + ": a field has the wrong type (" + e.what() + ")");
+  }
   return std::unique_ptr<Tokenizer>(std::move(tok));
 }
 

@@ -94,6 +94,13 @@ Result<SpmModelInfo> parse_model_proto(std::string_view data) {
         return true;
       });
       if (!piece_ok) return false;
+      // sentencepiece >= 0.2 refuses these; Debian's 0.1.97 aborts on them (Darts, zero-length
+      // key).
+      if (p.piece.empty() || p.piece.find('\0') != std::string::npos) {
+        problem =
+            "piece " + std::to_string(info.pieces.size()) + " is empty or contains a NUL byte";
+        return false;
+      }
       info.pieces.push_back(std::move(p));
     } else if (field == 2 && wire == 2) {  // trainer_spec
       return walk(bytes, [&](uint64_t f, int w, uint64_t v, std::string_view) {

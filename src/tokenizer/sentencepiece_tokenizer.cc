@@ -112,7 +112,12 @@ Result<std::unique_ptr<Tokenizer>> load_sentencepiece_tokenizer(const std::strin
   auto info = tokenizer_internal::parse_model_proto(data);
   if (!info.ok()) return info.status().with_context(file);
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = sp->LoadFromSerializedProto(data);
+  sentencepiece::util::Status status;
+  try {  // the library throws from deep inside on some malformed models
+    status = sp->LoadFromSerializedProto(data);
+  } catch (const std::exception& e) {
+    return error(file + ": not a valid SentencePiece model: " + e.what());
+  }
   if (!status.ok()) {
     return error(file +
                  ": not a valid SentencePiece model (truncated or corrupt?): " + status.ToString());
@@ -122,8 +127,11 @@ Result<std::unique_ptr<Tokenizer>> load_sentencepiece_tokenizer(const std::strin
     return error(file + ": vocabulary size " + std::to_string(n) + " outside [1, " +
                  std::to_string(kMaxVocabSize) + "]");
   }
+  // Mistral's models always have <s> and </s>; without them add_bos/add_eos could not be honoured.
   for (const int special : {sp->bos_id(), sp->eos_id()}) {
-    if (special >= n) return error(file + ": bos/eos id " + std::to_string(special) + " >= vocab");
+    if (special < 0 || special >= n) {
+      return error(file + ": bos/eos id " + std::to_string(special) + " is not in the vocabulary");
+    }
   }
   return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(
       std::move(sp), tokenizer_internal::SpmBpeEncoder::create(*info), file));

@@ -188,6 +188,9 @@ Status TekkenTokenizer::init(const std::string& file, const Json& j) {
   };
   bos_ = find_special("<s>");
   eos_ = find_special("</s>");
+  // mistral-common requires both; without them encode could not honour add_bos/add_eos.
+  if (bos_ < 0) return error("special_tokens: no \"<s>\" (BOS) token");
+  if (eos_ < 0) return error("special_tokens: no \"</s>\" (EOS) token");
 
   // The byte-level vocabulary, cut to the ranks the configured vocab size leaves.
   auto vocab = j.find("vocab");
@@ -287,7 +290,12 @@ Result<std::unique_ptr<Tokenizer>> load_tekken_tokenizer(const std::string& file
   if (j.is_discarded()) return error(file + ": not valid JSON (truncated or corrupt?)");
   data.clear();
   auto tok = std::make_unique<TekkenTokenizer>();
-  MISTRAL_RETURN_IF_ERROR(tok->init(file, j).with_context(file));
+  // A field of the wrong type deep in the file surfaces as a JSON exception: a clear error too.
+  try {
+    MISTRAL_RETURN_IF_ERROR(tok->init(file, j).with_context(file));
+  } catch (const nlohmann::json::exception& e) {
+    return error(file + ": a field has the wrong type (" + e.what() + ")");
+  }
   return std::unique_ptr<Tokenizer>(std::move(tok));
 }
 
