@@ -4,6 +4,5 @@
 #include "tokenizer_fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  return mistral_fuzz::run_one("hf-json", "tokenizer.json", mistral::load_hf_tokenizer, data,
-                               size);
+  return mistral_fuzz::run_one("hf-json", "tokenizer.json", mistral::load_hf_tokenizer, data, size);
 }

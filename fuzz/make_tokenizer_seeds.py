@@ -83,7 +83,28 @@ def tekken_seeds(out):
     cuts.append(plain)
     for cut in cuts:
         write(out, "tekken", dumps(cut))
+    # The smallest valid files (~9 KB: the 256 byte ranks are required), for the mutator to work on.
+    for tiny in tekken_tiny():
+        write(out, "tekken-tiny", dumps(tiny))
     return cuts
+
+
+def tekken_tiny():
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": None}
+             for i in range(256)]
+    for word in (b"hi", b" a", b"ab", b" ab", b"  "):
+        vocab.append({"rank": len(vocab), "token_bytes": base64.b64encode(word).decode(),
+                      "token_str": word.decode()})
+    specials = [{"rank": i, "token_str": t, "is_control": True}
+                for i, t in enumerate(["<unk>", "<s>", "</s>", "[INST]", "[/INST]"])]
+    config = {"pattern": r"\s+|\w+| ?[^\s\w]+", "default_vocab_size": len(vocab) + 8,
+              "default_num_special_tokens": 8, "version": "v7"}
+    yield {"config": config, "vocab": vocab, "special_tokens": specials}
+    yield {"config": dict(config, version="v3", default_vocab_size=len(vocab) + 24,
+                          default_num_special_tokens=24), "vocab": vocab}
+    pattern = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|\s+(?!\S)|\s+"
+    yield {"config": dict(config, version="v13", pattern=pattern), "vocab": vocab,
+           "special_tokens": specials}
 
 
 # --- SentencePiece .model ----------------------------------------------------------------------
@@ -131,37 +152,50 @@ def proto_fields(b):
         yield key >> 3, b[start:i]
 
 
-def piece_type(raw):
-    """Type (field 3) of a serialized `pieces` entry (default NORMAL = 1)."""
+def piece_fields(raw):
+    """(text, type) of a serialized `pieces` entry (type defaults to NORMAL = 1)."""
     _, i = read_varint(raw, 0)
     n, i = read_varint(raw, i)
-    body = raw[i:i + n]
-    for field, f in proto_fields(body):
-        if field == 3:
-            return read_varint(f, 1)[0]
-    return 1
+    text, type_ = "", 1
+    for field, f in proto_fields(raw[i:i + n]):
+        if field == 1:
+            _, j = read_varint(f, 0)
+            _, j = read_varint(f, j)
+            text = f[j:].decode("utf-8", "replace")
+        elif field == 3:
+            type_ = read_varint(f, 1)[0]
+    return text, type_
 
 
 def spm_cut(model_bytes, keep_controls):
     """The ModelProto with only the first `keep_controls` control pieces (after <unk> <s> </s>),
-    all byte pieces and the first SPM_NORMAL_PIECES ordinary pieces; other fields unchanged."""
+    all byte pieces, the first SPM_NORMAL_PIECES ordinary pieces and the one-character pieces
+    these are made of (so that SpmBpeEncoder, which needs them, takes the model); other fields
+    unchanged."""
+    fields = list(proto_fields(model_bytes))
+    pieces = [piece_fields(raw) if field == 1 else None for field, raw in fields]
+    normal = [text for p in pieces if p and p[1] == 1 for text in [p[0]]][:SPM_NORMAL_PIECES]
+    user_defined = [p[0] for p in pieces if p and p[1] == 4]
+    chars = {c for text in normal + user_defined for c in text}
     out = bytearray()
-    controls = normal = 0
-    for field, raw in proto_fields(model_bytes):
-        if field == 1:
-            t = piece_type(raw)
+    controls = kept = 0
+    for (field, raw), piece in zip(fields, pieces):
+        if piece is not None:
+            text, t = piece
             if t == 3 and controls >= 2 + keep_controls:  # 2: <s> and </s>
                 continue
-            if t == 1 and normal >= SPM_NORMAL_PIECES:
+            if t == 1 and kept >= SPM_NORMAL_PIECES and not (len(text) == 1 and text in chars):
                 continue
             controls += t == 3
-            normal += t == 1
+            kept += t == 1
         out += raw
     return bytes(out)
 
 
-def spm_trained(model_type, vocab_size):
-    """A tiny model trained on a few lines (identity normalizer, byte fallback)."""
+def spm_trained(model_type, vocab_size, byte_fallback=True, mistral_like=False):
+    """A tiny model trained on a few lines (identity normalizer). mistral_like: normalized as
+    Mistral's models are (extra whitespace kept, no user-defined pieces), so that SpmBpeEncoder
+    takes it."""
     import sentencepiece as spm
 
     text = ["Hello world, hello tokenizer.", "The quick brown fox jumps over the lazy dog.",
@@ -170,8 +204,9 @@ def spm_trained(model_type, vocab_size):
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(text), model_writer=model, vocab_size=vocab_size,
-        model_type=model_type, byte_fallback=True, normalization_rule_name="identity",
-        user_defined_symbols=["[REF]"], control_symbols=["[INST]", "[/INST]"],
+        model_type=model_type, byte_fallback=byte_fallback, normalization_rule_name="identity",
+        user_defined_symbols=[] if mistral_like else ["[REF]"],
+        control_symbols=["[INST]", "[/INST]"], remove_extra_whitespaces=not mistral_like,
         hard_vocab_limit=False, minloglevel=2)
     return model.getvalue()
 
@@ -196,6 +231,10 @@ def spm_seeds(out):
     try:
         cuts.append(spm_trained("unigram", 320))
         cuts.append(spm_trained("bpe", 320))
+        cuts.append(spm_trained("bpe", 320, mistral_like=True))
+        cuts.append(spm_trained("bpe", 60, byte_fallback=False, mistral_like=True))
+        for model_type in ("bpe", "unigram", "char"):  # ~1 KB each
+            cuts.append(spm_trained(model_type, 60, byte_fallback=False))
     except ImportError:
         print("make_tokenizer_seeds: no sentencepiece module, skipping trained models",
               file=sys.stderr)
@@ -227,9 +266,9 @@ HAND_MADE = {
         {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
         {"type": "ByteFallback"}, {"type": "Fuse"},
         {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
-    "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
-              "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True,
-              "ignore_merges": False,
+    "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+              "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+              "byte_fallback": True, "ignore_merges": False,
               "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "[INST]": 3, "[/INST]": 4, "<0x0A>": 5,
                         "<0xE2>": 6, "\u2581": 7, "a": 8, "b": 9, "ab": 10, "\u2581a": 11,
                         "\u2581ab": 12, "[REF]": 13, "\u65e5": 14},
@@ -237,10 +276,43 @@ HAND_MADE = {
 }
 
 
+def hf_tiny():
+    """Minimal files (100-400 bytes), one per pipeline component, for the mutator to work on."""
+    model = {"type": "BPE", "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4, "ab": 5,
+                                      "\u2581": 6, "\u2581a": 7, "<0x41>": 8, "\u0120": 9},
+             "merges": ["a b", "\u2581 a"], "unk_token": "<unk>"}
+    specials = [{"id": 1, "content": "<s>", "special": True},
+                {"id": 2, "content": "</s>", "special": True}]
+    yield {"model": model}
+    yield {"model": dict(model, merges=[["a", "b"], ["\u2581", "a"]], byte_fallback=True,
+                         fuse_unk=True, ignore_merges=True),
+           "added_tokens": specials + [{"id": 5, "content": "ab", "special": False}]}
+    yield {"model": model, "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+           "decoder": {"type": "Sequence", "decoders": [
+               {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+               {"type": "ByteFallback"}, {"type": "Fuse"},
+               {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}}
+    yield {"model": model, "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581",
+                                             "prepend_scheme": "first", "split": True},
+           "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"}}
+    yield {"model": model, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\s+|\\p{L}+|\\p{N}"}, "behavior": "Isolated",
+         "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+           "decoder": {"type": "ByteLevel"}}
+    yield {"model": model, "pre_tokenizer": {"type": "Split", "pattern": {"String": " "},
+                                             "behavior": "Removed"}}
+    yield {"model": model, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True}}
+
+
 def hf_seeds(out, tekken_cuts, spm_models):
     import make_tokenizer_json
 
     write(out, "hf-hand", dumps(HAND_MADE))
+    for tiny in hf_tiny():
+        write(out, "hf-tiny", dumps(tiny))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for i, cut in enumerate(tekken_cuts[1:3]):

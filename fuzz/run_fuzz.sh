@@ -35,7 +35,8 @@ for target in "${tokenizer_targets[@]}"; do
   echo "=== ${target}: ${seconds}s"
   mkdir -p "${corpus}/${target}"
   dict=()
-  [[ "${target}" == fuzz_tokenizer_sentencepiece ]] || dict=(-dict="${root}/fuzz/tokenizer_json.dict")
+  [[ "${target}" == fuzz_tokenizer_sentencepiece ]] ||
+    dict=(-dict="${root}/fuzz/tokenizer_json.dict")
   "${build}/fuzz/${target}" "${corpus}/${target}" \
     -max_total_time="${seconds}" "${dict[@]}" -max_len=65536 -timeout=30 \
     -artifact_prefix="${build}/artifacts/${target}-" -print_final_stats=1 || status=1

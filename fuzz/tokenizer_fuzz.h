@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -69,9 +70,9 @@ inline bool valid_utf8(std::string_view s) {
 // The per-process input file; its directory is removed at exit.
 inline const std::string& input_path(const char* target, const char* file_name) {
   static const std::string path = [&] {
-    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                      ("mistral-fuzz-" + std::string(target) + "-" +
-                                       std::to_string(static_cast<long>(getpid())));
+    const std::filesystem::path dir =
+        std::filesystem::temp_directory_path() /
+        ("mistral-fuzz-" + std::string(target) + "-" + std::to_string(static_cast<long>(getpid())));
     std::filesystem::create_directories(dir);
     static std::filesystem::path to_remove = dir;
     std::atexit([] {
@@ -90,25 +91,29 @@ inline void write_input(const std::string& path, const uint8_t* data, size_t siz
   require(std::fclose(f) == 0, "cannot close the temp input file");
 }
 
+// Texts every accepted tokenizer encodes: ASCII, whitespace, CJK, emoji, invalid UTF-8 (replaced
+// with U+FFFD by encode), control-token look-alikes, accents, a whitespace run > 128 bytes.
+inline constexpr std::string_view kTexts[] = {
+    "",
+    "Hello, world! It's 2024-07-18: 12345 apples.",
+    "  leading spaces,\ttabs\nand\r\nnewlines  ",
+    "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87\xE7\xAB\xA0\xE3\x80\x82"
+    "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4 \xE4\xB8\xAD\xE6\x96\x87",  // CJK, Hangul
+    "\xF0\x9F\x91\x8B\xF0\x9F\x8F\xBD \xF0\x9F\xA7\x91\xE2\x80\x8D\xF0\x9F\x92\xBB "
+    "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7",                                     // emoji, ZWJ, flag
+    "bad \xFF\xFE utf8 \xC3( \xE2\x82 \xF0\x9F\x98 \xED\xA0\x80 \xC0\xAF",  // invalid UTF-8
+    "[INST] hi [/INST]</s><s>[TOOL_CALLS]<unk><0x0A>\xE2\x96\x81",
+    "\xEF\xBB\xBF"
+    "caf\xC3\xA9 na\xC3\xAFve \xC3\x85ngstr\xC3\xB6m \xE2\x82\xAC\xC2\xA0\xE2\x80\xAF!",
+    "                                                                                "
+    "                                                                                "
+    "   x",  // a whitespace run longer than 128 bytes
+};
+
 inline void check_tokenizer(const mistral::Tokenizer& tok) {
   const int32_t n = tok.vocab_size();
   require(n > 0, "vocab_size() > 0");
-  const std::string_view texts[] = {
-      "",
-      "Hello, world! It's 2024-07-18: 12345 apples.",
-      "  leading spaces,\ttabs\nand\r\nnewlines  ",
-      "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87\xE7\xAB\xA0\xE3\x80\x82"
-      "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4 \xE4\xB8\xAD\xE6\x96\x87",  // CJK, Hangul
-      "\xF0\x9F\x91\x8B\xF0\x9F\x8F\xBD \xF0\x9F\xA7\x91\xE2\x80\x8D\xF0\x9F\x92\xBB "
-      "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7",                         // emoji, ZWJ, flag
-      "bad \xFF\xFE utf8 \xC3( \xE2\x82 \xF0\x9F\x98 \xED\xA0\x80 \xC0\xAF",  // invalid UTF-8
-      "[INST] hi [/INST]</s><s>[TOOL_CALLS]<unk><0x0A>\xE2\x96\x81",
-      "\xEF\xBB\xBF" "caf\xC3\xA9 na\xC3\xAFve \xC3\x85ngstr\xC3\xB6m \xE2\x82\xAC\xC2\xA0\xE2\x80\xAF!",
-      "                                                                                "
-      "                                                                                "
-      "   x",  // a whitespace run longer than 128 bytes
-  };
-  for (const std::string_view text : texts) {
+  for (const std::string_view text : kTexts) {
     for (const bool special : {false, true}) {
       const std::vector<int32_t> ids = tok.encode(text, special, special);
       for (const int32_t id : ids) require(id >= 0 && id < n, "encode: id in [0, vocab_size())");
@@ -139,10 +144,12 @@ inline void check_tokenizer(const mistral::Tokenizer& tok) {
   (void)mistral::instruct_version_name(tok.instruct_version());
 }
 
-// Writes the input to the per-process file and loads it with `load`.
-template <typename Loader>
-int run_one(const char* target, const char* file_name, Loader load, const uint8_t* data,
-            size_t size) {
+// Writes the input to the per-process file, loads it with `load` and checks what it accepts with
+// check_tokenizer and `extra_check`.
+template <typename Loader, typename Check = void (*)(const mistral::Tokenizer&)>
+int run_one(
+    const char* target, const char* file_name, Loader load, const uint8_t* data, size_t size,
+    Check extra_check = [](const mistral::Tokenizer&) {}) {
   const std::string& path = input_path(target, file_name);
   write_input(path, data, size);
   auto tok = load(path);
@@ -152,6 +159,7 @@ int run_one(const char* target, const char* file_name, Loader load, const uint8_
   }
   require(*tok != nullptr, "a loaded tokenizer is not null");
   check_tokenizer(**tok);
+  extra_check(**tok);
   return 0;
 }
 
