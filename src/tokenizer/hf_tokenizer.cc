@@ -121,7 +121,16 @@ Status HfTokenizer::init(const std::string& file, const Json& j, const Json& con
   }
   pieces_.assign(static_cast<size_t>(max_id + 1), "");
   special_.assign(pieces_.size(), false);
-  for (const auto& [piece, id] : vocab_) pieces_[id] = piece;
+  std::vector<bool> taken(pieces_.size(), false);
+  for (const auto& [piece, id] : vocab_) {
+    // Two pieces under one id would make decode return whichever came last.
+    if (taken[id]) {
+      return error("model.vocab: id " + std::to_string(id) + " is given to both '" + pieces_[id] +
+                   "' and '" + piece + "'");
+    }
+    taken[id] = true;
+    pieces_[id] = piece;
+  }
   for (size_t i = 0; i < added.size(); ++i) {
     if (added[i].second)
       special_[added_ids[i]] = true;

@@ -2,8 +2,10 @@
 // naming the file and the field, and never crashes; load_tokenizer picks files in Mistral's order.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <random>
 
+#include "temp_dir.h"
 #include "tiny_tokenizers.h"
 #include "tokenizer/tokenizer.h"
 
@@ -222,6 +224,22 @@ TEST(LoadTokenizer, ChoosesFilesInMistralOrder) {
   write_file(dir / "tekken.json", testing::tekken_json());
   EXPECT_NE((*load_tokenizer(dir.string()))->kind().find("tekken"), std::string::npos);
   EXPECT_NE(load_error(make_temp_dir("empty")).find("no tokenizer file"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mistral
+
+namespace mistral {
+namespace {
+
+TEST(HfTokenizerJson, TwoPiecesUnderOneIdAreRefused) {
+  testing::TempDir dir;
+  const std::string file = dir.file("tokenizer.json");
+  std::ofstream(file) << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 0}, "merges": []}})";
+  auto tok = load_hf_tokenizer(file);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_NE(tok.status().message().find("id 0 is given to both"), std::string::npos)
+      << tok.status().message();
 }
 
 }  // namespace
