@@ -32,9 +32,7 @@ std::string shape_to_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-namespace {
-
-float load_as_float(const void* data, DType dtype, size_t i) {
+float load_float(const void* data, DType dtype, size_t i) {
   switch (dtype) {
     case DType::kF32:
       return static_cast<const float*>(data)[i];
@@ -48,7 +46,7 @@ float load_as_float(const void* data, DType dtype, size_t i) {
   return 0;
 }
 
-void store_from_float(void* data, DType dtype, size_t i, float v) {
+void store_float(void* data, DType dtype, size_t i, float v) {
   switch (dtype) {
     case DType::kF32:
       static_cast<float*>(data)[i] = v;
@@ -64,8 +62,6 @@ void store_from_float(void* data, DType dtype, size_t i, float v) {
   }
 }
 
-}  // namespace
-
 Tensor convert_tensor(const Tensor& src, DType to) {
   if (src.dtype == to) return src;
   Tensor out = Tensor::allocate(to, src.shape);
@@ -73,7 +69,7 @@ Tensor convert_tensor(const Tensor& src, DType to) {
   void* dst = out.mutable_data();
   ThreadPool::global().parallel_for(n, 1 << 16, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i)
-      store_from_float(dst, to, i, load_as_float(src.data, src.dtype, i));
+      store_float(dst, to, i, load_float(src.data, src.dtype, i));
   });
   return out;
 }

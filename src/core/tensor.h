@@ -39,6 +39,10 @@ struct Tensor {
 
 std::string shape_to_string(const std::vector<int64_t>& shape);
 
+// Element i of a F32/BF16/F16 buffer as float, and the reverse (round-to-nearest-even).
+float load_float(const void* data, DType dtype, size_t i);
+void store_float(void* data, DType dtype, size_t i, float v);
+
 // Converts any float tensor (F32, BF16, F16) to a new F32 tensor, or to BF16/F16 with
 // round-to-nearest-even.
 Tensor convert_tensor(const Tensor& src, DType to);

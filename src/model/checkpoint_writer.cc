@@ -5,7 +5,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/half.h"
 #include "core/thread_pool.h"
 #include "io/safetensors_writer.h"
 
@@ -43,10 +42,7 @@ void fill_normal(uint8_t* dst, DType dtype, uint64_t n, uint64_t stream, float s
         const float values[2] = {radius * std::cos(6.2831853f * u2),
                                  radius * std::sin(6.2831853f * u2)};
         for (uint64_t j = i; j < std::min(end, i + 2); ++j) {
-          const float v = values[j - i];
-          if (dtype == DType::kF32) reinterpret_cast<float*>(dst)[j] = v;
-          if (dtype == DType::kBF16) reinterpret_cast<BF16*>(dst)[j] = float_to_bf16(v);
-          if (dtype == DType::kF16) reinterpret_cast<F16*>(dst)[j] = float_to_f16(v);
+          store_float(dst, dtype, j, values[j - i]);
         }
       }
     }
@@ -54,11 +50,7 @@ void fill_normal(uint8_t* dst, DType dtype, uint64_t n, uint64_t stream, float s
 }
 
 void fill_ones(uint8_t* dst, DType dtype, uint64_t n) {
-  for (uint64_t j = 0; j < n; ++j) {
-    if (dtype == DType::kF32) reinterpret_cast<float*>(dst)[j] = 1.0f;
-    if (dtype == DType::kBF16) reinterpret_cast<BF16*>(dst)[j] = float_to_bf16(1.0f);
-    if (dtype == DType::kF16) reinterpret_cast<F16*>(dst)[j] = float_to_f16(1.0f);
-  }
+  for (uint64_t j = 0; j < n; ++j) store_float(dst, dtype, j, 1.0f);
 }
 
 }  // namespace
