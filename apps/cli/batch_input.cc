@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 #include "model/loader.h"
 
@@ -95,6 +96,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
       ->required();
   cmd.add_option("--dtype", options.dtype,
                  "convert weights at load: f32, bf16 (default: as stored)");
+  cmd.add_option("--weights", options.weights,
+                 "quantize the weight matrices at load: int8 or int4 (default: as stored)");
   cmd.add_option("--threads", options.threads, "worker threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
 }
@@ -106,6 +109,13 @@ Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& optio
     auto d = parse_float_dtype(options.dtype);
     if (!d) return error("--dtype: \"" + options.dtype + "\" is not one of f32, bf16, f16");
     load.dtype = d;
+  }
+  if (!options.weights.empty()) {
+    auto q = parse_quant_type(options.weights);
+    if (!q || *q == QuantType::kNone) {
+      return error("--weights: \"" + options.weights + "\" is not one of int8, int4");
+    }
+    load.quantize = *q;
   }
   return load_model(options.model_dir, make_cpu_backend(), load);
 }

@@ -30,8 +30,9 @@ Result<BatchInput> read_batch_input(const std::string& path);
 // Options shared by commands that load a model.
 struct ModelOptions {
   std::string model_dir;
-  std::string dtype;  // "" = as stored
-  int threads = 0;    // 0 = all cores
+  std::string dtype;    // "" = as stored
+  std::string weights;  // "" = as stored; "int8" / "int4" quantize the matrices at load
+  int threads = 0;      // 0 = all cores
 };
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& options);

@@ -10,6 +10,7 @@
 
 #include "apps/cli/batch_input.h"
 #include "apps/cli/commands.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 #include "engine/generator.h"
 
@@ -50,6 +51,9 @@ void run_bench(const BenchArgs& args) {
   const uint64_t bytes = weight_bytes(*model);
   nlohmann::json out;
   out["backend"] = model->backend().name();
+  out["weights"] = c.quantization != QuantType::kNone
+                       ? std::string(quant_type_name(c.quantization))
+                       : std::string(dtype_name(model->weights().layers.at(0).wq.dtype));
   out["threads"] = ThreadPool::global().num_threads();
   out["prompt_tokens"] = args.prompt_tokens;
   out["new_tokens"] = r.decode_steps;

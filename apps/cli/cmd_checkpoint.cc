@@ -1,6 +1,8 @@
 // `mistral random-checkpoint --preset 7b --out DIR [--layers N] [--dtype bf16] [--seed S]` writes
 // a random-weight checkpoint in Hugging Face layout; `mistral save --model DIR --out DIR2
-// [--dtype ...]` writes a loaded model back (atomically, sharded past --max-shard-mb).
+// [--dtype ...]` writes a loaded model back (atomically, sharded past --max-shard-mb);
+// `mistral quantize --model DIR --out DIR2 --weights int8|int4` writes it with its weight
+// matrices quantized (core/quant.h), a checkpoint every command loads as it is.
 #include <memory>
 #include <string>
 
@@ -54,7 +56,34 @@ void run_save(const SaveArgs& args) {
   ok_or_fail(save_checkpoint(model->config(), model->mutable_weights(), args.out, options));
 }
 
+struct QuantizeArgs {
+  ModelOptions model;
+  std::string out;
+  uint64_t max_shard_mb = kDefaultMaxShardBytes >> 20;
+};
+
+void run_quantize(const QuantizeArgs& args) {
+  std::unique_ptr<Model> model = value_or_fail(load_model_from_options(args.model));
+  SaveOptions options;
+  options.max_shard_bytes = args.max_shard_mb << 20;
+  ok_or_fail(save_checkpoint(model->config(), model->mutable_weights(), args.out, options));
+}
+
 }  // namespace
+
+void add_quantize_command(CLI::App& app) {
+  auto args = std::make_shared<QuantizeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "quantize",
+      "write a checkpoint with int8 or int4 weight matrices (groups of 32, F16 scales)");
+  cmd->add_option("--model", args->model.model_dir, "dense checkpoint directory")->required();
+  cmd->add_option("--out", args->out, "output directory")->required();
+  cmd->add_option("--weights", args->model.weights, "int8 or int4")->required();
+  cmd->add_option("--max-shard-mb", args->max_shard_mb, "shard past this size")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", args->model.threads, "worker threads");
+  cmd->callback([args] { run_quantize(*args); });
+}
 
 void add_random_checkpoint_command(CLI::App& app) {
   auto args = std::make_shared<RandomArgs>();

@@ -25,6 +25,7 @@ void add_logits_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_random_checkpoint_command(CLI::App& app);
 void add_save_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_tokenizer_commands(CLI::App& app);  // tokenize, detokenize (cmd_tokenize.cc)
 void add_chat_command(CLI::App& app);

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   mistral::cli::add_generate_command(app);
   mistral::cli::add_random_checkpoint_command(app);
   mistral::cli::add_save_command(app);
+  mistral::cli::add_quantize_command(app);
   mistral::cli::add_bench_command(app);
   mistral::cli::add_tokenizer_commands(app);
   mistral::cli::add_chat_command(app);

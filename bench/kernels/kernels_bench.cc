@@ -5,10 +5,12 @@
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "backend/cpu/ops.h"
 #include "core/half.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace mistral {
@@ -29,11 +31,14 @@ Tensor random_matrix(DType dtype, int64_t n, int64_t k) {
   return w;
 }
 
-// Args: tokens (m), output features (n), dtype (0 = F32, 1 = BF16). k = 4096.
+// Args: tokens (m), output features (n), weights (0 = F32, 1 = BF16, 2 = int8, 3 = int4).
+// k = 4096.
 void BM_Matmul(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = 4096;
-  const DType dtype = state.range(2) ? DType::kBF16 : DType::kF32;
-  Tensor w = random_matrix(dtype, n, k);
+  const int64_t format = state.range(2);
+  Tensor w = random_matrix(format == 0 ? DType::kF32 : DType::kBF16, n, k);
+  if (format >= 2)
+    w = quantize_matrix(w, format == 2 ? QuantType::kInt8 : QuantType::kInt4).value();
   std::vector<float> x(m * k, 0.01f), y(m * n);
   for (auto _ : state) {
     cpu::matmul(x.data(), m, w, y.data());
@@ -44,12 +49,19 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["GFLOP/s"] =
       benchmark::Counter(2.0 * m * n * k * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-// n = 14336: the MLP's gate/up (117 MB in BF16, beyond the last-level cache).
+// n = 14336: the MLP's gate/up (117 MB in BF16, beyond the 32 MB last-level cache); the
+// quantized decode rows use n = 57344 so that they too stream 117 MB (int4) or 235 MB (int8).
 BENCHMARK(BM_Matmul)
     ->Args({1, 14336, 1})
     ->Args({1, 14336, 0})
+    ->Args({1, 57344, 2})
+    ->Args({1, 57344, 3})
+    ->Args({1, 4096, 3})
+    ->Args({1, 4096, 2})
     ->Args({16, 14336, 1})
     ->Args({64, 4096, 1})
+    ->Args({64, 4096, 2})
+    ->Args({64, 4096, 3})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
@@ -111,8 +123,10 @@ BENCHMARK(BM_AttentionDecode)->Arg(512)->Arg(4096);
 }  // namespace
 }  // namespace mistral
 
+// MISTRAL_BENCH_THREADS=N runs the kernels on N threads (default: one per core).
 int main(int argc, char** argv) {
-  mistral::ThreadPool::set_default_threads(0);
+  const char* threads = std::getenv("MISTRAL_BENCH_THREADS");
+  mistral::ThreadPool::set_default_threads(threads ? std::atoi(threads) : 0);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   return 0;

@@ -4,7 +4,7 @@
 // its thread pool; one forward pass at a time per backend.
 //
 // Shapes are row-major. Activations are F32. Weight matrices are [N, K] (nn.Linear layout) in the
-// dtype the backend reports as supported.
+// dtype the backend reports as supported, or quantized (core/quant.h) where it supports that.
 #pragma once
 
 #include <cstdint>
@@ -66,6 +66,8 @@ class Backend {
   virtual void add(float* x, const float* y, int64_t n) = 0;
   // Whether matmul accepts weights of this dtype as they are (else the loader converts them).
   virtual bool supports_weight_dtype(DType dtype) const = 0;
+  // Whether matmul and embed accept weights quantized this way (core/quant.h).
+  virtual bool supports_quantization(QuantType type) const = 0;
 };
 
 // The CPU backend, using the process-wide thread pool.

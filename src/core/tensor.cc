@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/half.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace mistral {
@@ -21,6 +22,11 @@ Tensor Tensor::allocate(DType dtype, std::vector<int64_t> shape) {
   t.data = p;
   t.owner = std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });
   return t;
+}
+
+uint64_t Tensor::scale_bytes() const {
+  if (quant == QuantType::kNone) return 0;
+  return num_elements() / kQuantGroupSize * 2;  // one F16 per group
 }
 
 std::string shape_to_string(const std::vector<int64_t>& shape) {
@@ -63,6 +69,7 @@ void store_float(void* data, DType dtype, size_t i, float v) {
 }
 
 Tensor convert_tensor(const Tensor& src, DType to) {
+  if (src.quantized()) return convert_tensor(dequantize_matrix(src), to);
   if (src.dtype == to) return src;
   Tensor out = Tensor::allocate(to, src.shape);
   const size_t n = src.num_elements();

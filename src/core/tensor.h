@@ -12,11 +12,22 @@
 
 namespace mistral {
 
+// Weight-only quantization of a [N, K] matrix (core/quant.h). `shape` stays the logical [N, K];
+// `data` holds the values and `scales` one F16 scale per group of kQuantGroupSize values along K.
+//   kInt8: dtype kI8, N * K signed bytes; w = scale * q.
+//   kInt4: dtype kU8, N * K / 2 bytes; in each group of 32 values (16 bytes) byte j holds value j
+//          in its low nibble and value j + 16 in its high nibble; w = scale * (nibble - 8).
+enum class QuantType : uint8_t { kNone, kInt8, kInt4 };
+inline constexpr int64_t kQuantGroupSize = 32;
+
 struct Tensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
   std::shared_ptr<const void> owner;  // keeps `data` alive; may be null for borrowed views
+  QuantType quant = QuantType::kNone;
+  const void* scales = nullptr;              // F16 [N, K / kQuantGroupSize] when quantized
+  std::shared_ptr<const void> scales_owner;  // keeps `scales` alive
 
   int64_t dim(size_t i) const { return shape.at(i); }
   uint64_t num_elements() const {
@@ -24,7 +35,16 @@ struct Tensor {
     for (int64_t d : shape) n *= static_cast<uint64_t>(d);
     return n;
   }
-  uint64_t num_bytes() const { return num_elements() * dtype_size(dtype); }
+  bool quantized() const { return quant != QuantType::kNone; }
+  // Bytes of `data` (packed values when quantized).
+  uint64_t value_bytes() const {
+    if (quant == QuantType::kInt4) return num_elements() / 2;
+    return num_elements() * dtype_size(dtype);
+  }
+  // Bytes of `scales` (0 unless quantized).
+  uint64_t scale_bytes() const;
+  // Everything a matmul reads: values plus scales.
+  uint64_t num_bytes() const { return value_bytes() + scale_bytes(); }
   bool empty() const { return data == nullptr; }
   template <typename T>
   const T* as() const {
@@ -44,7 +64,7 @@ float load_float(const void* data, DType dtype, size_t i);
 void store_float(void* data, DType dtype, size_t i, float v);
 
 // Converts any float tensor (F32, BF16, F16) to a new F32 tensor, or to BF16/F16 with
-// round-to-nearest-even.
+// round-to-nearest-even. A quantized tensor is dequantized first.
 Tensor convert_tensor(const Tensor& src, DType to);
 
 }  // namespace mistral

@@ -294,6 +294,13 @@ Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
   return file;
 }
 
+void release_mapped_range(const void* data, size_t bytes) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void MappedFile::prefault() const {
   if (data_ == nullptr) return;
   void* addr = const_cast<uint8_t*>(data_);

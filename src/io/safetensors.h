@@ -69,6 +69,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops the resident pages wholly inside [data, data + bytes) of a read-only file mapping (they
+// stay in the page cache and fault back in if read again). For data read once at load, such as
+// weights quantized into a new buffer, so that they stop counting towards resident memory.
+void release_mapped_range(const void* data, size_t bytes);
+
 class SafetensorsFile {
  public:
   static Result<std::shared_ptr<SafetensorsFile>> open(const std::string& path);

@@ -5,8 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/quant.h"
 #include "core/thread_pool.h"
 #include "io/safetensors_writer.h"
+#include "model/loader.h"
 
 namespace mistral {
 namespace {
@@ -59,12 +61,27 @@ Status save_checkpoint(const ModelConfig& config, ModelWeights& weights, const s
                        const SaveOptions& options) {
   ModelConfig out_config = config;
   out_config.dtype = options.dtype.value_or(config.dtype);
+  out_config.quantization = QuantType::kNone;  // set below if the matrices are quantized
   std::vector<TensorToWrite> tensors;
   std::vector<Tensor> converted;  // keeps conversions alive until written
   weights.for_each_tensor(config, [&](TensorRole role, int64_t layer, Tensor& t) {
-    converted.push_back(convert_tensor(t, out_config.dtype));
     TensorToWrite w;
     w.name = tensor_name(role, layer, CheckpointLayout::kHuggingFace);
+    if (t.quantized()) {  // values and scales as they are; the config records the scheme
+      out_config.quantization = t.quant;
+      w.dtype = t.dtype;
+      w.shape = quantized_value_shape(t.quant, t.shape);
+      w.data = t.data;
+      TensorToWrite scales;
+      scales.name = quant_scale_name(w.name);
+      scales.dtype = DType::kF16;
+      scales.shape = quantized_scale_shape(t.shape);
+      scales.data = t.scales;
+      tensors.push_back(std::move(w));
+      tensors.push_back(std::move(scales));
+      return;
+    }
+    converted.push_back(convert_tensor(t, out_config.dtype));
     w.dtype = out_config.dtype;
     w.shape = t.shape;
     w.data = converted.back().data;

@@ -6,12 +6,15 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "core/quant.h"
 #include "io/strict_json.h"
 
 namespace mistral {
 namespace {
 
 using nlohmann::json;
+
+constexpr const char* kQuantMethod = "mistral_cpp";
 
 // Reads integer field `key`; absent -> fallback (if given) or an error naming the field.
 Result<int64_t> get_int(const json& j, const char* key, const std::string& source,
@@ -77,6 +80,36 @@ Result<std::vector<int64_t>> get_id_list(const json& j, const char* key,
   MISTRAL_ASSIGN_OR_RETURN(int64_t v, get_int(j, key, source));
   ids.push_back(v);
   return ids;
+}
+
+Result<QuantType> get_quantization(const json& j, const std::string& source) {
+  auto it = j.find("quantization_config");
+  if (it == j.end() || it->is_null()) return QuantType::kNone;
+  const std::string where = source + ": \"quantization_config\"";
+  if (!it->is_object()) return error(where + " must be an object");
+  const json& q = *it;
+  const auto method = q.find("quant_method");
+  if (method == q.end() || !method->is_string()) {
+    return error(where + " has no string \"quant_method\"");
+  }
+  if (*method != kQuantMethod) {
+    return error(where + ": quant_method \"" + method->get<std::string>() +
+                 "\" is not supported (this engine reads the int8/int4 checkpoints that `mistral "
+                 "quantize` writes, quant_method \"" +
+                 kQuantMethod + "\"; quantize a bf16/f16/f32 checkpoint with it)");
+  }
+  const auto weights = q.find("weights");
+  std::optional<QuantType> type;
+  if (weights != q.end() && weights->is_string())
+    type = parse_quant_type(weights->get<std::string>());
+  if (!type || *type == QuantType::kNone) {
+    return error(where + ": \"weights\" must be \"int8\" or \"int4\"");
+  }
+  const auto group = q.find("group_size");
+  if (group == q.end() || !group->is_number_integer() || group->get<int64_t>() != kQuantGroupSize) {
+    return error(where + ": \"group_size\" must be " + std::to_string(kQuantGroupSize));
+  }
+  return *type;
 }
 
 Result<DType> get_dtype(const json& j, const std::string& source) {
@@ -165,6 +198,7 @@ Result<ModelConfig> parse_hf_config(const json& j, const std::string& source) {
     c.hidden_act = it->get<std::string>();
   }
   MISTRAL_ASSIGN_OR_RETURN(c.dtype, get_dtype(j, source));
+  MISTRAL_ASSIGN_OR_RETURN(c.quantization, get_quantization(j, source));
   MISTRAL_RETURN_IF_ERROR(validate_config(c, source));
   return c;
 }
@@ -223,6 +257,18 @@ Status validate_config(const ModelConfig& c, const std::string& source) {
     if (v > kMaxDim) {
       return error(source + ": field \"" + name + "\" = " + std::to_string(v) + " exceeds " +
                    std::to_string(kMaxDim));
+    }
+  }
+  if (c.quantization != QuantType::kNone) {
+    for (auto [v, name] :
+         {std::pair{c.hidden_size, "hidden_size"},
+          {c.intermediate_size, "intermediate_size"},
+          {c.num_attention_heads * c.head_dim, "num_attention_heads * head_dim"}}) {
+      if (v % kQuantGroupSize != 0) {
+        return error(source + ": " + name + " = " + std::to_string(v) +
+                     " is not a multiple of the quantization group size " +
+                     std::to_string(kQuantGroupSize));
+      }
     }
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
@@ -304,6 +350,11 @@ json to_hf_config_json(const ModelConfig& c) {
                                                : "bfloat16";
   j["torch_dtype"] = dtype;
   j["dtype"] = dtype;
+  if (c.quantization != QuantType::kNone) {
+    j["quantization_config"] = {{"quant_method", kQuantMethod},
+                                {"weights", std::string(quant_type_name(c.quantization))},
+                                {"group_size", kQuantGroupSize}};
+  }
   return j;
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
+#include "core/tensor.h"
 
 namespace mistral {
 
@@ -33,6 +34,10 @@ struct ModelConfig {
   std::optional<int64_t> pad_token_id;
   std::string hidden_act = "silu";
   DType dtype = DType::kBF16;  // `dtype` (transformers >= 4.56) or `torch_dtype`
+  // Weight-only quantization of the matrices on disk, from config.json's "quantization_config"
+  // {"quant_method": "mistral_cpp", "weights": "int8" | "int4", "group_size": 32}, which
+  // `mistral quantize` writes; any other quant_method is refused.
+  QuantType quantization = QuantType::kNone;
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 
+#include "core/quant.h"
 #include "io/weight_source.h"
 
 namespace mistral {
@@ -57,12 +58,70 @@ Result<Tensor> take_tensor(const TensorView& view, const std::shared_ptr<WeightS
   return t;
 }
 
+// A quantized matrix: values (I8 or packed U8) under `name` and F16 scales under name + "_scale".
+Result<Tensor> take_quantized(const WeightSource& source,
+                              const std::shared_ptr<WeightSource>& owner, const std::string& name,
+                              QuantType type, const std::vector<int64_t>& shape,
+                              std::set<std::string>* used) {
+  const std::string scale_name = quant_scale_name(name);
+  const TensorView* values = source.find(name);
+  const TensorView* scales = source.find(scale_name);
+  for (auto [view, n] : {std::pair{values, &name}, {scales, &scale_name}}) {
+    if (view == nullptr) return error(source.description() + ": missing tensor \"" + *n + "\"");
+    used->insert(*n);
+  }
+  struct Part {
+    const TensorView* view;
+    const std::string& name;
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  for (const Part& p :
+       {Part{values, name, quantized_value_dtype(type), quantized_value_shape(type, shape)},
+        Part{scales, scale_name, DType::kF16, quantized_scale_shape(shape)}}) {
+    if (p.view->info->dtype != p.dtype || p.view->info->shape != p.shape) {
+      return error(*p.view->file + ": tensor \"" + p.name + "\" is " +
+                   std::string(dtype_name(p.view->info->dtype)) + " " +
+                   shape_to_string(p.view->info->shape) + "; a " +
+                   std::string(quant_type_name(type)) + " checkpoint needs " +
+                   std::string(dtype_name(p.dtype)) + " " + shape_to_string(p.shape));
+    }
+  }
+  return make_quantized_view(type, shape, values->data, scales->data, owner);
+}
+
+Status check_quantize_options(const ModelConfig& config, const LoadOptions& options,
+                              const Backend& backend, const std::string& dir) {
+  if (config.quantization != QuantType::kNone) {
+    if (options.quantize != QuantType::kNone && options.quantize != config.quantization) {
+      return error(dir + " is already quantized to " +
+                   std::string(quant_type_name(config.quantization)) + "; quantizing to " +
+                   std::string(quant_type_name(options.quantize)) +
+                   " needs a dense (f32/bf16/f16) checkpoint");
+    }
+    if (options.dtype) {
+      return error(dir + " is quantized to " + std::string(quant_type_name(config.quantization)) +
+                   "; a weight dtype cannot be chosen for it");
+    }
+  }
+  const QuantType wanted =
+      options.quantize != QuantType::kNone ? options.quantize : config.quantization;
+  if (wanted != QuantType::kNone && !backend.supports_quantization(wanted)) {
+    return error("the " + backend.name() + " backend does not run " +
+                 std::string(quant_type_name(wanted)) + " weights");
+  }
+  return Status();
+}
+
 }  // namespace
+
+std::string quant_scale_name(const std::string& name) { return name + "_scale"; }
 
 Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_ptr<Backend> backend,
                                           const LoadOptions& options) {
   MISTRAL_ASSIGN_OR_RETURN(CheckpointFiles files, detect_checkpoint(dir));
   MISTRAL_ASSIGN_OR_RETURN(ModelConfig config, load_config_file(files.config_path));
+  MISTRAL_RETURN_IF_ERROR(check_quantize_options(config, options, *backend, dir));
   MISTRAL_ASSIGN_OR_RETURN(WeightSource opened, open_weights(dir, files.layout));
   auto source = std::make_shared<WeightSource>(std::move(opened));
 
@@ -73,6 +132,13 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
   weights.for_each_tensor(config, [&](TensorRole role, int64_t layer, Tensor& slot) {
     if (!status.ok()) return;
     const std::string name = tensor_name(role, layer, files.layout);
+    if (config.quantization != QuantType::kNone && !is_norm_role(role)) {
+      Result<Tensor> q = take_quantized(*source, source, name, config.quantization,
+                                        expected_shape(config, role), &used);
+      if (q.ok()) slot = std::move(q).value();
+      status = q.status();
+      return;
+    }
     const TensorView* view = source->find(name);
     if (view == nullptr) {
       status = error(source->description() + ": missing tensor \"" + name + "\"");
@@ -94,12 +160,23 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
                                        tensor.shape[1], dtype_size(tensor.dtype));
       tensor = std::move(permuted);
     }
+    if (options.quantize != QuantType::kNone && !is_norm_role(role)) {
+      Result<Tensor> q = quantize_matrix(tensor, options.quantize);
+      if (!q.ok()) {
+        status = error(*view->file + ": tensor \"" + name + "\": " + q.status().message());
+        return;
+      }
+      slot = std::move(q).value();
+      release_mapped_range(view->data, view->info->num_bytes());  // read once, not needed again
+      return;
+    }
     DType target = options.dtype.value_or(tensor.dtype);
     if (is_norm_role(role)) target = DType::kF32;
     if (!is_norm_role(role) && !backend->supports_weight_dtype(target)) target = DType::kF32;
     slot = convert_tensor(tensor, target);
   });
   MISTRAL_RETURN_IF_ERROR(status);
+  if (options.quantize != QuantType::kNone) config.quantization = options.quantize;
   if (config.tie_word_embeddings) {
     weights.lm_head = weights.embedding;
     used.insert(tensor_name(TensorRole::kLmHead, -1, files.layout));  // ignored if present
@@ -110,7 +187,9 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
                    "\" (not part of a MistralForCausalLM with this config)");
     }
   }
-  source->prefault();  // the first request must not pay for page faults
+  // The first request must not pay for page faults; a source whose every tensor was converted or
+  // quantized is no longer referenced and is unmapped when `source` goes.
+  if (source.use_count() > 1) source->prefault();
   return std::make_unique<Model>(std::move(config), std::move(weights), std::move(backend));
 }
 

@@ -19,7 +19,14 @@ struct LoadOptions {
   // Convert weight matrices to this dtype at load (default: keep the checkpoint's, widening F16
   // to F32 on backends without F16 kernels).
   std::optional<DType> dtype;
+  // Quantize every weight matrix (embedding and lm_head included; norms stay F32) at load. A
+  // checkpoint that is already quantized loads as it is when this matches, and is refused when it
+  // asks for a different quantization.
+  QuantType quantize = QuantType::kNone;
 };
+
+// The name of the F16 scales stored next to quantized values `name` ("...weight_scale").
+std::string quant_scale_name(const std::string& name);
 
 struct CheckpointFiles {
   CheckpointLayout layout = CheckpointLayout::kHuggingFace;

@@ -100,4 +100,29 @@ TEST_F(CliTest, LogitsGenerateSaveAndRandomCheckpointWork) {
   expect_failure(run("random-checkpoint --preset 13b --out " + dir_ + "/x"), "unknown preset");
 }
 
+TEST_F(CliTest, QuantizeWritesACheckpointEveryCommandLoads) {
+  ASSERT_EQ(run("random-checkpoint --preset tiny --layers 1 --out " + dir_ + "/dense").status, 0);
+  RunResult quantize =
+      run("quantize --model " + dir_ + "/dense --out " + dir_ + "/q4 --weights int4");
+  ASSERT_EQ(quantize.status, 0) << quantize.output;
+  const std::string input = write("in.json", "{\"input_ids\": [[5, 6, 7]]}");
+  RunResult gen = run("generate --model " + dir_ + "/q4 --input " + input +
+                      " --max-new-tokens 3 --greedy --json");
+  EXPECT_EQ(gen.status, 0) << gen.output;
+  RunResult bench = run("bench --model " + dir_ + "/q4 --prompt-tokens 4 --new-tokens 2");
+  ASSERT_EQ(bench.status, 0) << bench.output;
+  EXPECT_NE(bench.output.find("\"weights\": \"int4\""), std::string::npos) << bench.output;
+  RunResult at_load =
+      run("bench --model " + dir_ + "/dense --weights int8 --prompt-tokens 4 " + "--new-tokens 2");
+  ASSERT_EQ(at_load.status, 0) << at_load.output;
+  EXPECT_NE(at_load.output.find("\"weights\": \"int8\""), std::string::npos) << at_load.output;
+
+  expect_failure(run("bench --model " + dir_ + "/dense --weights q4_0"), "--weights");
+  expect_failure(run("quantize --model " + dir_ + "/q4 --out " + dir_ + "/q8 --weights int8"),
+                 "already quantized to int4");
+  RunResult missing = run("quantize --model " + dir_ + "/dense --out " + dir_ + "/x");
+  EXPECT_NE(missing.status, 0);  // CLI11's usage error
+  EXPECT_NE(missing.output.find("--weights is required"), std::string::npos) << missing.output;
+}
+
 }  // namespace

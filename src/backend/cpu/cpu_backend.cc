@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   bool supports_weight_dtype(DType dtype) const override {
     return dtype == DType::kF32 || dtype == DType::kBF16;
   }
+  bool supports_quantization(QuantType type) const override { return true; }
 };
 
 }  // namespace

@@ -5,12 +5,17 @@
 
 #include "backend/cpu/ops.h"
 #include "core/check.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace mistral::cpu {
 
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   const int64_t hidden = table.shape[1];
+  if (table.quantized()) {
+    for (int64_t i = 0; i < n; ++i) dequantize_row(table, ids[i], out + i * hidden);
+    return;
+  }
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table.dtype);
   const auto* base = static_cast<const uint8_t*>(table.data);
   for (int64_t i = 0; i < n; ++i) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "backend/cpu/quantized_matmul.h"
 #include "core/check.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
@@ -153,6 +154,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void row_to_f32(con
 
 void matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   MISTRAL_CHECK(w.shape.size() == 2) << "matmul weight must be 2-D";
+  if (w.quantized()) return quantized_matmul(x, m, w, y);
   MISTRAL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16)
       << "matmul weights must be F32 or BF16, got " << dtype_name(w.dtype);
   const int64_t n = w.shape[0];

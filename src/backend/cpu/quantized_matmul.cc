@@ -1,0 +1,127 @@
+#include "backend/cpu/quantized_matmul.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_features.h"
+#include "core/check.h"
+#include "core/thread_pool.h"
+
+namespace mistral::cpu {
+namespace {
+
+constexpr int64_t G = kQuantGroupSize;
+
+// The signed value of weight j (0..31) of group g of a row.
+inline int weight_value(QuantType type, const uint8_t* row, int64_t g, int64_t j) {
+  if (type == QuantType::kInt8) return static_cast<int8_t>(row[g * G + j]);
+  const uint8_t b = row[g * (G / 2) + (j % (G / 2))];
+  return (j < G / 2 ? (b & 0x0f) : (b >> 4)) - 8;
+}
+
+}  // namespace
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_rows(
+    const float* x, int64_t m, int64_t k, QuantizedRows* out) {
+  out->rows = m;
+  out->cols = k;
+  out->values.resize(m * k);
+  out->scales.resize(m * (k / G));
+  for (int64_t i = 0; i < m * (k / G); ++i) {
+    const float* xg = x + i * G;
+    float amax = 0.0f;
+#pragma omp simd reduction(max : amax)
+    for (int64_t j = 0; j < G; ++j) amax = std::max(amax, std::fabs(xg[j]));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    out->scales[i] = amax / 127.0f;
+    int8_t* q = out->values.data() + i * G;
+#pragma omp simd
+    for (int64_t j = 0; j < G; ++j) q[j] = static_cast<int8_t>(std::nearbyint(xg[j] * inv));
+  }
+}
+
+void arrange_for_int4(const QuantizedRows& x, std::vector<int8_t>* out, int64_t* row_stride) {
+  const int64_t groups = x.cols / G;
+  const int64_t blocks = (groups + 3) / 4;
+  *row_stride = blocks * 4 * G;
+  out->assign(x.rows * *row_stride, 0);
+  for (int64_t i = 0; i < x.rows; ++i) {
+    const int8_t* src = x.values.data() + i * x.cols;
+    int8_t* dst = out->data() + i * *row_stride;
+    for (int64_t g = 0; g < groups; ++g) {
+      int8_t* block = dst + (g / 4) * 4 * G;
+      const int64_t j = g % 4;
+      std::copy_n(src + g * G, G / 2, block + j * (G / 2));
+      std::copy_n(src + g * G + G / 2, G / 2, block + 2 * G + j * (G / 2));
+    }
+  }
+}
+
+void quant_tile_portable(const QuantTile& t, float* out) {
+  const int64_t groups = t.k / G;
+  for (int i = 0; i < t.mx; ++i) {
+    for (int r = 0; r < 4; ++r) {
+      float acc = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t dot = 0;
+        for (int64_t j = 0; j < G; ++j)
+          dot += t.xq[i][g * G + j] * weight_value(t.type, t.w[r], g, j);
+        acc += t.dx[i][g] * f16_to_float(t.dw[r][g]) * static_cast<float>(dot);
+      }
+      out[i * 4 + r] = acc;
+    }
+  }
+}
+
+void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
+  MISTRAL_CHECK(w.quantized() && w.shape.size() == 2)
+      << "quantized_matmul needs a quantized matrix";
+  const int64_t n = w.shape[0], k = w.shape[1], groups = k / G;
+  const int64_t row_bytes = w.quant == QuantType::kInt4 ? k / 2 : k;
+  thread_local QuantizedRows xq;  // the caller's thread quantizes; workers only read
+  thread_local std::vector<int8_t> arranged;
+  quantize_rows(x, m, k, &xq);
+  const bool vnni = cpu_features().avx512_vnni();
+  const int8_t* xvalues = xq.values.data();
+  int64_t x_stride = k;
+  if (vnni && w.quant == QuantType::kInt4) {
+    arrange_for_int4(xq, &arranged, &x_stride);
+    xvalues = arranged.data();
+  }
+  const auto* wbytes = static_cast<const uint8_t*>(w.data);
+  const auto* wscales = static_cast<const F16*>(w.scales);
+  const QuantizedRows& xr = xq;
+  const int64_t tiles = (n + 3) / 4;
+  ThreadPool::global().parallel_for(tiles, 4, [&](size_t tile_begin, size_t tile_end) {
+    QuantTile t;
+    t.type = w.quant;
+    t.k = k;
+    float out[16];
+    for (size_t tile = tile_begin; tile < tile_end; ++tile) {
+      const int64_t row0 = static_cast<int64_t>(tile) * 4;
+      const int64_t count = std::min<int64_t>(4, n - row0);
+      for (int64_t r = 0; r < 4; ++r) {
+        const int64_t row = row0 + std::min(r, count - 1);  // pad a short tile by repetition
+        t.w[r] = wbytes + row * row_bytes;
+        t.dw[r] = wscales + row * groups;
+      }
+      for (int64_t i = 0; i < m; i += 4) {
+        t.mx = static_cast<int>(std::min<int64_t>(4, m - i));
+        for (int a = 0; a < t.mx; ++a) {
+          t.xq[a] = xvalues + (i + a) * x_stride;
+          t.dx[a] = xr.scales.data() + (i + a) * groups;
+        }
+        if (vnni) {
+          quant_tile_avx512_vnni(t, out);
+        } else {
+          quant_tile_portable(t, out);
+        }
+        for (int a = 0; a < t.mx; ++a) {
+          for (int64_t r = 0; r < count; ++r) y[(i + a) * n + row0 + r] = out[a * 4 + r];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace mistral::cpu

@@ -1,0 +1,234 @@
+#include "core/quant.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/check.h"
+#include "core/thread_pool.h"
+
+namespace mistral {
+namespace {
+
+constexpr int64_t G = kQuantGroupSize;
+
+#define MISTRAL_INLINE inline __attribute__((always_inline))
+
+// Round to nearest, ties to even, for |x| <= 2^22, in a form compilers vectorize (adding and
+// subtracting 1.5 * 2^23 leaves the integer part under the default rounding mode).
+MISTRAL_INLINE float round_even(float x) {
+  constexpr float kMagic = 12582912.0f;
+  return (x + kMagic) - kMagic;
+}
+
+// Squared error of the group under scale d with levels clamped to [lo, hi]; fills q if given.
+MISTRAL_INLINE float group_error(const float* w, float d, float lo, float hi, float* q) {
+  const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+  float err = 0.0f;
+#pragma omp simd reduction(+ : err)
+  for (int64_t i = 0; i < G; ++i) {
+    const float level = round_even(std::clamp(w[i] * inv, lo, hi));
+    const float diff = w[i] - d * level;
+    err += diff * diff;
+    if (q) q[i] = level;
+  }
+  return err;
+}
+
+// The F16 scale for a float one, and its float value (what the kernels will use).
+MISTRAL_INLINE F16 scale_to_f16(float d, float* rounded) {
+  const F16 h = float_to_f16(d);
+  *rounded = f16_to_float(h);
+  return h;
+}
+
+MISTRAL_INLINE F16 group_int8(const float* w, int8_t* q) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < G; ++i) amax = std::max(amax, std::fabs(w[i]));
+  float d = 0.0f;
+  const F16 h = scale_to_f16(amax / 127.0f, &d);
+  float levels[G];
+  group_error(w, d, -127.0f, 127.0f, levels);
+  for (int64_t i = 0; i < G; ++i) q[i] = static_cast<int8_t>(levels[i]);
+  return h;
+}
+
+MISTRAL_INLINE F16 group_int4(const float* w, uint8_t* packed) {
+  float m = 0.0f;  // the value of largest magnitude, with its sign
+  for (int64_t i = 0; i < G; ++i) {
+    if (std::fabs(w[i]) > std::fabs(m)) m = w[i];
+  }
+  float best_d = 0.0f, best_err = INFINITY;
+  F16 best_h{0};
+  auto consider = [&](float d_wanted) {
+    float d = 0.0f;
+    const F16 h = scale_to_f16(d_wanted, &d);
+    const float err = group_error(w, d, -8.0f, 7.0f, nullptr);
+    if (err < best_err) {
+      best_err = err;
+      best_d = d;
+      best_h = h;
+    }
+  };
+  if (m != 0.0f) {
+    // m on level -8 (llama.cpp's Q4_0 rule) or +7, and slightly larger scales, which trade
+    // clipping the extreme value for finer steps everywhere else.
+    for (float t = 9.0f; t >= 6.0f; t -= 0.5f) {
+      consider(-m / t);
+      consider(m / (t - 1.0f));
+    }
+    // Least-squares refits of the scale for the chosen levels.
+    for (int iteration = 0; iteration < 3; ++iteration) {
+      float levels[G];
+      group_error(w, best_d, -8.0f, 7.0f, levels);
+      float wq = 0.0f, qq = 0.0f;
+      for (int64_t i = 0; i < G; ++i) {
+        wq += w[i] * levels[i];
+        qq += levels[i] * levels[i];
+      }
+      if (qq > 0.0f) consider(wq / qq);
+    }
+  }
+  float levels[G];
+  group_error(w, best_d, -8.0f, 7.0f, levels);
+  for (int64_t j = 0; j < G / 2; ++j) {
+    const int lo = static_cast<int>(levels[j]) + 8;
+    const int hi = static_cast<int>(levels[j + G / 2]) + 8;
+    packed[j] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+  return best_h;
+}
+
+// One row of k values: every group's values and scale; compiled for several instruction sets.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_row(
+    const float* row, int64_t k, QuantType type, uint8_t* values, F16* scales) {
+  for (int64_t g = 0; g < k / G; ++g) {
+    scales[g] = type == QuantType::kInt8
+                    ? group_int8(row + g * G, reinterpret_cast<int8_t*>(values) + g * G)
+                    : group_int4(row + g * G, values + g * (G / 2));
+  }
+}
+
+}  // namespace
+
+std::optional<QuantType> parse_quant_type(std::string_view name) {
+  if (name == "int8") return QuantType::kInt8;
+  if (name == "int4") return QuantType::kInt4;
+  if (name == "none") return QuantType::kNone;
+  return std::nullopt;
+}
+
+std::string_view quant_type_name(QuantType type) {
+  switch (type) {
+    case QuantType::kInt8:
+      return "int8";
+    case QuantType::kInt4:
+      return "int4";
+    case QuantType::kNone:
+      break;
+  }
+  return "none";
+}
+
+F16 quantize_group_int8(const float* w, int8_t* q) { return group_int8(w, q); }
+F16 quantize_group_int4(const float* w, uint8_t* packed) { return group_int4(w, packed); }
+
+std::vector<int64_t> quantized_value_shape(QuantType type, const std::vector<int64_t>& shape) {
+  if (type == QuantType::kInt4) return {shape[0], shape[1] / 2};
+  return shape;
+}
+
+std::vector<int64_t> quantized_scale_shape(const std::vector<int64_t>& shape) {
+  return {shape[0], shape[1] / G};
+}
+
+DType quantized_value_dtype(QuantType type) {
+  return type == QuantType::kInt4 ? DType::kU8 : DType::kI8;
+}
+
+Tensor make_quantized_view(QuantType type, std::vector<int64_t> shape, const void* values,
+                           const void* scales, std::shared_ptr<const void> owner) {
+  Tensor t;
+  t.quant = type;
+  t.dtype = quantized_value_dtype(type);
+  t.shape = std::move(shape);
+  t.data = values;
+  t.scales = scales;
+  t.owner = owner;
+  t.scales_owner = std::move(owner);
+  return t;
+}
+
+Result<Tensor> quantize_matrix(const Tensor& dense, QuantType type) {
+  MISTRAL_CHECK(type != QuantType::kNone && !dense.quantized() && dense.shape.size() == 2);
+  const int64_t n = dense.shape[0], k = dense.shape[1];
+  if (k % G != 0) {
+    return error("cannot quantize a matrix of shape " + shape_to_string(dense.shape) +
+                 ": the row length is not a multiple of " + std::to_string(G));
+  }
+  Tensor values =
+      Tensor::allocate(quantized_value_dtype(type), quantized_value_shape(type, {n, k}));
+  Tensor scales = Tensor::allocate(DType::kF16, quantized_scale_shape({n, k}));
+  auto* vbytes = static_cast<uint8_t*>(values.mutable_data());
+  auto* s = static_cast<F16*>(scales.mutable_data());
+  const int64_t groups = k / G;
+  const int64_t group_bytes = type == QuantType::kInt4 ? G / 2 : G;
+  std::atomic<int64_t> bad_row{-1};
+  ThreadPool::global().parallel_for(n, 16, [&](size_t begin, size_t end) {
+    std::vector<float> row(k);
+    for (size_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < k; ++i) row[i] = load_float(dense.data, dense.dtype, r * k + i);
+      for (int64_t i = 0; i < k; ++i) {
+        if (!std::isfinite(row[i])) bad_row = r;
+      }
+      F16* row_scales = s + r * groups;
+      quantize_row(row.data(), k, type, vbytes + r * groups * group_bytes, row_scales);
+      for (int64_t g = 0; g < groups; ++g) {
+        if (!std::isfinite(f16_to_float(row_scales[g]))) bad_row = r;
+      }
+    }
+  });
+  if (bad_row >= 0) {
+    return error("cannot quantize row " + std::to_string(bad_row.load()) +
+                 ": it holds a non-finite value or one beyond the F16 scale range");
+  }
+  Tensor q = make_quantized_view(type, {n, k}, values.data, scales.data, values.owner);
+  q.scales_owner = scales.owner;
+  return q;
+}
+
+void dequantize_row(const Tensor& q, int64_t row, float* out) {
+  const int64_t k = q.shape[1], groups = k / G;
+  const auto* s = static_cast<const F16*>(q.scales) + row * groups;
+  if (q.quant == QuantType::kInt8) {
+    const auto* v = static_cast<const int8_t*>(q.data) + row * k;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float d = f16_to_float(s[g]);
+      for (int64_t i = 0; i < G; ++i) out[g * G + i] = d * v[g * G + i];
+    }
+    return;
+  }
+  MISTRAL_CHECK(q.quant == QuantType::kInt4) << "dequantize_row: not a quantized tensor";
+  const auto* v = static_cast<const uint8_t*>(q.data) + row * (k / 2);
+  for (int64_t g = 0; g < groups; ++g) {
+    const float d = f16_to_float(s[g]);
+    for (int64_t j = 0; j < G / 2; ++j) {
+      const uint8_t b = v[g * (G / 2) + j];
+      out[g * G + j] = d * static_cast<float>((b & 0x0f) - 8);
+      out[g * G + j + G / 2] = d * static_cast<float>((b >> 4) - 8);
+    }
+  }
+}
+
+Tensor dequantize_matrix(const Tensor& q) {
+  Tensor out = Tensor::allocate(DType::kF32, q.shape);
+  auto* dst = static_cast<float*>(out.mutable_data());
+  ThreadPool::global().parallel_for(q.shape[0], 64, [&](size_t begin, size_t end) {
+    for (size_t r = begin; r < end; ++r) dequantize_row(q, r, dst + r * q.shape[1]);
+  });
+  return out;
+}
+
+}  // namespace mistral

@@ -1,0 +1,52 @@
+// Weight-only quantization of [N, K] matrices in groups of kQuantGroupSize (32) consecutive values
+// along K, one F16 scale per group (the layouts are described at QuantType in core/tensor.h).
+//   int8: scale = max|w| / 127, q = round(w / scale): the rounding error is at most scale / 2.
+//   int4: symmetric, 16 levels -8..7. The scale is chosen per group among candidates around
+//         max|w| / 8 (both signs) to minimize the group's squared error, then refit by least
+//         squares for the chosen levels; never worse than llama.cpp's Q4_0 rule (which is one of
+//         the candidates).
+// Scales are rounded to F16 before the values are rounded, so the stored pair reproduces exactly
+// what quantization measured.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "core/half.h"
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace mistral {
+
+// "int8" / "int4" (and "none").
+std::optional<QuantType> parse_quant_type(std::string_view name);
+std::string_view quant_type_name(QuantType type);
+
+// Quantizes a dense F32/BF16/F16 [N, K] matrix; K must be a multiple of kQuantGroupSize. Fails
+// on non-finite values or a scale beyond F16's range. Runs on the global thread pool.
+Result<Tensor> quantize_matrix(const Tensor& dense, QuantType type);
+
+// Row n of a quantized matrix as floats (out has K entries).
+void dequantize_row(const Tensor& q, int64_t row, float* out);
+// The whole matrix as a new F32 tensor.
+Tensor dequantize_matrix(const Tensor& q);
+
+// A quantized tensor viewing `values` and `scales` (e.g. memory-mapped from a checkpoint). The
+// caller has checked their sizes with quantized_value_shape / quantized_scale_shape.
+Tensor make_quantized_view(QuantType type, std::vector<int64_t> shape, const void* values,
+                           const void* scales, std::shared_ptr<const void> owner);
+// On-disk shapes of the two parts of a quantized [N, K] matrix: values I8 [N, K] or U8 [N, K/2];
+// scales F16 [N, K/32].
+std::vector<int64_t> quantized_value_shape(QuantType type, const std::vector<int64_t>& shape);
+std::vector<int64_t> quantized_scale_shape(const std::vector<int64_t>& shape);
+DType quantized_value_dtype(QuantType type);
+
+// Quantizes one group of 32 values (exposed for tests and kernels). Writes 32 int8 values, or 16
+// packed bytes for int4, and returns the F16 scale.
+F16 quantize_group_int8(const float* w, int8_t* q);
+F16 quantize_group_int4(const float* w, uint8_t* packed);
+
+}  // namespace mistral

@@ -1,0 +1,134 @@
+// The int8/int4 weight matmul (backend/cpu/quantized_matmul.h): both tile kernels against a
+// double-precision reference built from the same quantized activations and the dequantized
+// weights, over shapes with short tiles, odd row counts and group counts that are not multiples
+// of the 16-group scale blocks; the activation quantization's error bound; and the whole matmul
+// against a float matmul of the dequantized weights.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/quantized_matmul.h"
+#include "core/quant.h"
+#include "core/thread_pool.h"
+
+namespace mistral {
+namespace {
+
+constexpr int64_t G = kQuantGroupSize;
+const bool kThreadsSet = (ThreadPool::set_default_threads(3), true);
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+Tensor quantized(std::vector<float>& w, int64_t n, int64_t k, QuantType type) {
+  Tensor dense;
+  dense.dtype = DType::kF32;
+  dense.shape = {n, k};
+  dense.data = w.data();
+  Result<Tensor> q = quantize_matrix(dense, type);
+  EXPECT_TRUE(q.ok());
+  return std::move(q).value();
+}
+
+// y[i, r] from the quantized activations and the dequantized weights, in double.
+std::vector<double> reference(const cpu::QuantizedRows& xq, const Tensor& w) {
+  const int64_t n = w.shape[0], k = w.shape[1];
+  std::vector<double> y(xq.rows * n);
+  std::vector<float> row(k);
+  for (int64_t r = 0; r < n; ++r) {
+    dequantize_row(w, r, row.data());
+    for (int64_t i = 0; i < xq.rows; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        acc += static_cast<double>(xq.values[i * k + j]) * xq.scales[i * (k / G) + j / G] * row[j];
+      }
+      y[i * n + r] = acc;
+    }
+  }
+  return y;
+}
+
+struct Shape {
+  int64_t m, n, k;
+};
+
+class QuantizedMatmulTest : public ::testing::TestWithParam<bool> {  // param: portable only
+ protected:
+  void SetUp() override {
+    if (!GetParam() && !cpu::cpu_features().avx512_vnni()) {
+      GTEST_SKIP() << "this CPU has no AVX-512 VNNI; the portable kernel is tested instead";
+    }
+    cpu::set_portable_kernels_only(GetParam());
+  }
+  void TearDown() override { cpu::set_portable_kernels_only(false); }
+};
+
+TEST_P(QuantizedMatmulTest, MatchesTheReference) {
+  for (QuantType type : {QuantType::kInt8, QuantType::kInt4}) {
+    for (Shape s :
+         {Shape{1, 1, G}, Shape{1, 5, 2 * G}, Shape{2, 4, 3 * G}, Shape{3, 7, 17 * G},
+          Shape{4, 13, 16 * G}, Shape{5, 9, 33 * G}, Shape{9, 6, 5 * G}, Shape{1, 67, 64 * G}}) {
+      std::vector<float> w = randn(s.n * s.k, 1, 0.02f);
+      std::vector<float> x = randn(s.m * s.k, 2);
+      const Tensor q = quantized(w, s.n, s.k, type);
+      std::vector<float> y(s.m * s.n);
+      cpu::matmul(x.data(), s.m, q, y.data());
+      cpu::QuantizedRows xq;
+      cpu::quantize_rows(x.data(), s.m, s.k, &xq);
+      const std::vector<double> ref = reference(xq, q);
+      for (size_t i = 0; i < y.size(); ++i) {
+        // Integer group sums are exact; only the float sum over groups is reordered.
+        ASSERT_NEAR(y[i], ref[i], 1e-5 * (1.0 + std::fabs(ref[i])))
+            << quant_type_name(type) << " m=" << s.m << " n=" << s.n << " k=" << s.k << " i=" << i;
+      }
+    }
+  }
+}
+
+TEST_P(QuantizedMatmulTest, CloseToTheFloatProductOfTheDequantizedWeights) {
+  const int64_t m = 3, n = 40, k = 4096;
+  std::vector<float> w = randn(n * k, 3, 0.02f);
+  std::vector<float> x = randn(m * k, 4);
+  for (QuantType type : {QuantType::kInt8, QuantType::kInt4}) {
+    const Tensor q = quantized(w, n, k, type);
+    const Tensor dense = dequantize_matrix(q);
+    std::vector<float> y(m * n), y_dense(m * n);
+    cpu::matmul(x.data(), m, q, y.data());
+    cpu::matmul(x.data(), m, dense, y_dense.data());
+    double err = 0, norm = 0;
+    for (int64_t i = 0; i < m * n; ++i) {
+      err += (y[i] - y_dense[i]) * double(y[i] - y_dense[i]);
+      norm += y_dense[i] * double(y_dense[i]);
+    }
+    // Int8 activations add ~0.5% relative error (normal inputs, max|x| / 254 per step).
+    EXPECT_LT(std::sqrt(err / norm), 0.01) << quant_type_name(type);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, QuantizedMatmulTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Portable" : "Avx512Vnni"; });
+
+TEST(QuantizeRowsTest, ErrorIsAtMostHalfAStep) {
+  const int64_t m = 3, k = 5 * G;
+  std::vector<float> x = randn(m * k, 5);
+  x[7] = 40.0f;
+  cpu::QuantizedRows q;
+  cpu::quantize_rows(x.data(), m, k, &q);
+  for (int64_t i = 0; i < m * k; ++i) {
+    const float scale = q.scales[i / G];
+    ASSERT_LE(std::fabs(q.values[i] * scale - x[i]), scale * 0.5f * (1 + 1e-6f)) << i;
+  }
+  EXPECT_EQ(q.values[7], 127);
+}
+
+}  // namespace
+}  // namespace mistral
