@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_features.h"
 #include "backend/cpu/ops.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
@@ -45,34 +46,40 @@ Tensor make_weight(const std::vector<float>& values, std::vector<int64_t> shape,
   return t;
 }
 
+// Run with the hand-written AVX-512 kernels where the CPU has them, and with the portable ones.
 TEST(MatmulTest, MatchesScalarReferenceOverOddShapes) {
   ASSERT_TRUE(kThreadsSet);
-  for (DType dtype : {DType::kF32, DType::kBF16}) {
-    for (int64_t m : {1, 2, 3, 7, 33}) {
-      for (int64_t n : {1, 3, 5, 17, 64}) {
-        for (int64_t k : {1, 7, 16, 100, 257}) {
-          SCOPED_TRACE(testing::Message()
-                       << dtype_name(dtype) << " m=" << m << " n=" << n << " k=" << k);
-          const std::vector<float> x = randn(m * k, 1 + m * 7 + k);
-          std::vector<double> w;
-          const Tensor wt = make_weight(randn(n * k, 2 + n * 13 + k), {n, k}, dtype, &w);
-          std::vector<float> y(m * n + 1, 12345.0f);  // one sentinel past the end
-          cpu::matmul(x.data(), m, wt, y.data());
-          for (int64_t i = 0; i < m; ++i) {
-            for (int64_t j = 0; j < n; ++j) {
-              double ref = 0, mag = 0;
-              for (int64_t p = 0; p < k; ++p) {
-                ref += double(x[i * k + p]) * w[j * k + p];
-                mag += std::fabs(double(x[i * k + p]) * w[j * k + p]);
+  for (bool portable : {false, true}) {
+    cpu::set_portable_kernels_only(portable);
+    SCOPED_TRACE(portable ? "portable kernels" : cpu::cpu_kernel_level());
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      for (int64_t m : {1, 2, 3, 7, 33}) {
+        for (int64_t n : {1, 3, 5, 17, 64}) {
+          for (int64_t k : {1, 7, 16, 100, 257}) {
+            SCOPED_TRACE(testing::Message()
+                         << dtype_name(dtype) << " m=" << m << " n=" << n << " k=" << k);
+            const std::vector<float> x = randn(m * k, 1 + m * 7 + k);
+            std::vector<double> w;
+            const Tensor wt = make_weight(randn(n * k, 2 + n * 13 + k), {n, k}, dtype, &w);
+            std::vector<float> y(m * n + 1, 12345.0f);  // one sentinel past the end
+            cpu::matmul(x.data(), m, wt, y.data());
+            for (int64_t i = 0; i < m; ++i) {
+              for (int64_t j = 0; j < n; ++j) {
+                double ref = 0, mag = 0;
+                for (int64_t p = 0; p < k; ++p) {
+                  ref += double(x[i * k + p]) * w[j * k + p];
+                  mag += std::fabs(double(x[i * k + p]) * w[j * k + p]);
+                }
+                ASSERT_NEAR(y[i * n + j], ref, 1e-5 * mag + 1e-30) << "y[" << i << "][" << j << "]";
               }
-              ASSERT_NEAR(y[i * n + j], ref, 1e-5 * mag + 1e-30) << "y[" << i << "][" << j << "]";
             }
+            EXPECT_EQ(y[m * n], 12345.0f);
           }
-          EXPECT_EQ(y[m * n], 12345.0f);
         }
       }
     }
   }
+  cpu::set_portable_kernels_only(false);
 }
 
 TEST(EmbedTest, CopiesRowsExactly) {

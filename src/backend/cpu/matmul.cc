@@ -6,6 +6,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/matmul_bf16_avx512.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/quantized_matmul.h"
 #include "core/check.h"
@@ -164,6 +166,10 @@ void matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   const int64_t tiles = (n + kTileRows - 1) / kTileRows;
   // Decode (m == 1) reads BF16 weights directly; prefill widens a tile once for all m rows.
   const bool widen_tile = w.dtype != DType::kF32 && m > 1;
+  const bool bf16_avx512 = w.dtype == DType::kBF16 && m == 1 && cpu_features().avx512();
+  thread_local std::vector<float> x_even_odd;  // the caller's thread writes; workers only read
+  if (bf16_avx512) arrange_even_odd(x, k, &x_even_odd);
+  const float* x_arranged = x_even_odd.data();
   ThreadPool::global().parallel_for(tiles, 8, [&](size_t tile_begin, size_t tile_end) {
     thread_local std::vector<float> scratch;
     if (widen_tile) scratch.resize(static_cast<size_t>(kTileRows * k));
@@ -202,6 +208,9 @@ void matmul(const float* x, int64_t m, const Tensor& w, float* y) {
       for (; i < m; ++i) {
         if (f32_rows) {
           dot_1x4_f32(x + i * k, frows, k, acc[0]);
+        } else if (bf16_avx512) {
+          bf16_dot_1x4_avx512(x_arranged, reinterpret_cast<const uint16_t* const*>(rows), k,
+                              acc[0]);
         } else {
           dot_1x4_bf16(x + i * k, reinterpret_cast<const uint16_t* const*>(rows), k, acc[0]);
         }
