@@ -13,20 +13,15 @@
 #include "backend/cpu/ops.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "random_values.h"
 
 namespace mistral {
 namespace {
 
+using testing::randn;
+
 // More workers than cores, so that the kernels' uneven splits are exercised on any machine.
 const bool kThreadsSet = (ThreadPool::set_default_threads(3), true);
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
 
 // A weight tensor holding `values` (rounded to bf16 when asked); `widened` receives the values it
 // really holds, as the reference must see them.
@@ -56,7 +51,7 @@ TEST(MatmulTest, MatchesScalarReferenceOverOddShapes) {
       for (int64_t m : {1, 2, 3, 7, 33}) {
         for (int64_t n : {1, 3, 5, 17, 64}) {
           for (int64_t k : {1, 7, 16, 100, 257}) {
-            SCOPED_TRACE(testing::Message()
+            SCOPED_TRACE(::testing::Message()
                          << dtype_name(dtype) << " m=" << m << " n=" << n << " k=" << k);
             const std::vector<float> x = randn(m * k, 1 + m * 7 + k);
             std::vector<double> w;
@@ -382,7 +377,7 @@ int64_t run_attention_case(AttentionCase c) {
 TEST(AttentionTest, EmptyCacheCausal) {
   for (int64_t group : {1, 2, 4}) {
     for (int64_t tokens : {1, 2, 7, 13}) {
-      SCOPED_TRACE(testing::Message() << "group=" << group << " T=" << tokens);
+      SCOPED_TRACE(::testing::Message() << "group=" << group << " T=" << tokens);
       AttentionCase c;
       c.kv_heads = 2;
       c.heads = 2 * group;
@@ -395,7 +390,7 @@ TEST(AttentionTest, EmptyCacheCausal) {
 
 TEST(AttentionTest, SlidingWindowInsideOneCall) {
   for (int64_t window : {1, 2, 3, 4, 6}) {
-    SCOPED_TRACE(testing::Message() << "window=" << window);
+    SCOPED_TRACE(::testing::Message() << "window=" << window);
     AttentionCase c;
     c.tokens = 11;
     c.window = window;
@@ -423,7 +418,7 @@ TEST(AttentionTest, LeftPaddingAndHoles) {
 TEST(AttentionTest, PartiallyFilledCache) {
   for (int64_t group : {1, 2, 4}) {
     for (int64_t tokens : {1, 3}) {
-      SCOPED_TRACE(testing::Message() << "group=" << group << " T=" << tokens);
+      SCOPED_TRACE(::testing::Message() << "group=" << group << " T=" << tokens);
       AttentionCase c;
       c.kv_heads = 1;
       c.heads = group;
@@ -444,7 +439,7 @@ TEST(AttentionTest, WrappedRingCacheWithSlidingWindow) {
   for (int64_t window : {3, 4, 7}) {
     for (int64_t tokens : {1, 2, 5, 9}) {
       for (int64_t history : {5, 10, 23}) {
-        SCOPED_TRACE(testing::Message()
+        SCOPED_TRACE(::testing::Message()
                      << "W=" << window << " T=" << tokens << " hist=" << history);
         AttentionCase c;
         c.window = window;

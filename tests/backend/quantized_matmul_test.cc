@@ -14,20 +14,15 @@
 #include "backend/cpu/quantized_matmul.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
+#include "random_values.h"
 
 namespace mistral {
 namespace {
 
+using testing::randn;
+
 constexpr int64_t G = kQuantGroupSize;
 const bool kThreadsSet = (ThreadPool::set_default_threads(3), true);
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
 
 Tensor quantized(std::vector<float>& w, int64_t n, int64_t k, QuantType type) {
   Tensor dense;

@@ -10,19 +10,14 @@
 
 #include "core/half.h"
 #include "core/quant.h"
+#include "random_values.h"
 
 namespace mistral {
 namespace {
 
-constexpr int64_t G = kQuantGroupSize;
+using testing::randn;
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 0.02f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+constexpr int64_t G = kQuantGroupSize;
 
 Tensor f32_tensor(std::vector<float>& values, int64_t n, int64_t k) {
   Tensor t;
@@ -55,7 +50,7 @@ double q4_0_group_error(const float* x) {
 
 TEST(QuantTest, Int8ErrorIsAtMostHalfAStep) {
   const int64_t n = 37, k = 4 * G;
-  std::vector<float> w = randn(n * k, 1);
+  std::vector<float> w = randn(n * k, 1, 0.02f);
   w[5] = 0.5f;  // an outlier sets its group's scale
   Result<Tensor> q = quantize_matrix(f32_tensor(w, n, k), QuantType::kInt8);
   ASSERT_TRUE(q.ok()) << q.status().message();
@@ -92,7 +87,7 @@ TEST(QuantTest, Int4PacksValueJLowAndValueJPlus16High) {
 
 TEST(QuantTest, Int4NeverLosesToQ4_0) {
   const int64_t groups = 20000;
-  std::vector<float> w = randn(groups * G, 2);
+  std::vector<float> w = randn(groups * G, 2, 0.02f);
   // Heavy-tailed groups too, where the choice of scale matters most.
   std::mt19937 rng(3);
   std::student_t_distribution<float> t(2.0f);
@@ -123,7 +118,7 @@ TEST(QuantTest, Int4NeverLosesToQ4_0) {
 
 TEST(QuantTest, DequantizeMatrixMatchesRows) {
   const int64_t n = 5, k = 3 * G;
-  std::vector<float> w = randn(n * k, 4);
+  std::vector<float> w = randn(n * k, 4, 0.02f);
   for (QuantType type : {QuantType::kInt8, QuantType::kInt4}) {
     Result<Tensor> q = quantize_matrix(f32_tensor(w, n, k), type);
     ASSERT_TRUE(q.ok());
@@ -152,7 +147,7 @@ TEST(QuantTest, AllZeroGroupsStayZero) {
 }
 
 TEST(QuantTest, RefusesBadInput) {
-  std::vector<float> w = randn(4 * G, 5);
+  std::vector<float> w = randn(4 * G, 5, 0.02f);
   Result<Tensor> odd = quantize_matrix(f32_tensor(w, 4, G + 16), QuantType::kInt8);
   ASSERT_FALSE(odd.ok());
   EXPECT_NE(odd.status().message().find("multiple of 32"), std::string::npos)

@@ -20,6 +20,7 @@
 #include "io/tensor_names.h"
 #include "model/checkpoint_writer.h"
 #include "model/loader.h"
+#include "rewrite_tensors.h"
 #include "temp_dir.h"
 #include "tiny_config.h"
 
@@ -28,6 +29,7 @@ namespace {
 
 using testing::tiny_config;
 
+using testing::rewrite_tensors;
 using testing::TempDir;
 
 namespace fs = std::filesystem;
@@ -57,27 +59,6 @@ template <typename T>
 ::testing::AssertionResult FailsWith(const Result<T>& r, std::initializer_list<std::string> words) {
   if (r.ok()) return ::testing::AssertionFailure() << "expected an error, got ok";
   return FailsWith(r.status(), words);
-}
-
-// Rewrites dir/model.safetensors with the tensor list after `edit` (the old file stays mapped
-// while the new one is written, so the views remain valid).
-void rewrite_tensors(const std::string& dir,
-                     const std::function<void(std::vector<TensorToWrite>&)>& edit) {
-  const std::string path = dir + "/model.safetensors";
-  Result<std::shared_ptr<SafetensorsFile>> file = SafetensorsFile::open(path);
-  ASSERT_TRUE(file.ok()) << file.status().message();
-  std::vector<TensorToWrite> tensors;
-  for (const TensorInfo& info : (*file)->tensors()) {
-    TensorToWrite t;
-    t.name = info.name;
-    t.dtype = info.dtype;
-    t.shape = info.shape;
-    t.data = (*file)->tensor_data(info);
-    tensors.push_back(std::move(t));
-  }
-  edit(tensors);
-  Status s = write_safetensors(path, tensors, {{"format", "pt"}});
-  ASSERT_TRUE(s.ok()) << s.message();
 }
 
 // A tensor to write from raw bytes.

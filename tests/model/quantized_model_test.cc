@@ -19,6 +19,7 @@
 #include "model/checkpoint_writer.h"
 #include "model/kv_cache.h"
 #include "model/loader.h"
+#include "rewrite_tensors.h"
 #include "temp_dir.h"
 #include "tiny_config.h"
 
@@ -195,19 +196,7 @@ std::string broken_int4(const TempDir& tmp,
   auto q = load_ok(write_dense(tmp), QuantType::kInt4);
   const std::string out = tmp.file("broken");
   EXPECT_TRUE(save_checkpoint(q->config(), q->mutable_weights(), out).ok());
-  const std::string path = out + "/model.safetensors";
-  auto file = SafetensorsFile::open(path);
-  std::vector<TensorToWrite> tensors;
-  for (const TensorInfo& info : (*file)->tensors()) {
-    TensorToWrite t;
-    t.name = info.name;
-    t.dtype = info.dtype;
-    t.shape = info.shape;
-    t.data = (*file)->tensor_data(info);
-    tensors.push_back(std::move(t));
-  }
-  edit(tensors);
-  EXPECT_TRUE(write_safetensors(path, tensors, {{"format", "pt"}}).ok());
+  testing::rewrite_tensors(out, edit);
   if (edit_config) {
     std::ifstream in(out + "/config.json");
     nlohmann::json config = nlohmann::json::parse(in);
