@@ -49,6 +49,23 @@ inline float f16_to_float(F16 v) {
   return std::bit_cast<float>(out);
 }
 
+// The same bits as f16_to_float, computed without branches (masks, and the float subtraction
+// done for every value) so that a loop over a row of f16 values vectorizes.
+inline float f16_bits_to_float(uint16_t h) {
+  const uint32_t exp_mant = uint32_t{h & 0x7fffu} << 13;
+  const uint32_t exp = exp_mant & 0x0f800000u;      // the f16 exponent field, in float position
+  const uint32_t normal = exp_mant + (112u << 23);  // rebias 15 -> 127
+  const uint32_t inf_nan = normal + (112u << 23);   // exponent 31 -> 255, mantissa kept
+  // A subnormal m * 2^-24 is 2^-14 * (1 + m / 1024) - 2^-14, both exact in float.
+  const uint32_t subnormal = std::bit_cast<uint32_t>(std::bit_cast<float>(normal + (1u << 23)) -
+                                                     std::bit_cast<float>(113u << 23));
+  const uint32_t is_subnormal = 0u - uint32_t{exp == 0};  // all ones or zero
+  const uint32_t is_inf_nan = 0u - uint32_t{exp == 0x0f800000u};
+  const uint32_t magnitude =
+      (normal & ~(is_subnormal | is_inf_nan)) | (subnormal & is_subnormal) | (inf_nan & is_inf_nan);
+  return std::bit_cast<float>(magnitude | (uint32_t{h & 0x8000u} << 16));
+}
+
 inline F16 float_to_f16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);

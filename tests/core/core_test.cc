@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -111,6 +112,9 @@ TEST(HalfTest, WideningIsExactForEveryPattern) {
   for (uint32_t b = 0; b < 0x10000u; ++b) {
     const uint16_t bits = static_cast<uint16_t>(b);
     const double fv = f16_value(bits), bv = bf16_value(bits);
+    ASSERT_EQ(std::bit_cast<uint32_t>(f16_bits_to_float(bits)),
+              std::bit_cast<uint32_t>(f16_to_float(F16{bits})))
+        << std::hex << b;
     if (std::isnan(fv)) {
       EXPECT_TRUE(std::isnan(f16_to_float(F16{bits}))) << std::hex << b;
     } else {
