@@ -89,11 +89,25 @@ void BM_SiluMul(benchmark::State& state) {
 }
 BENCHMARK(BM_SiluMul)->Arg(1)->Arg(64);
 
-// Decode attention of one token over `context` cached positions (32 heads, 8 kv heads).
+// Decode attention of one token over `context` cached positions (32 heads, 8 kv heads) with the
+// cache stored as F32 (0), BF16 (1), F16 (2) or I8 (3). Reports the cache bytes read per second.
 void BM_AttentionDecode(benchmark::State& state) {
   const int64_t context = state.range(0), heads = 32, kv_heads = 8, hd = 128;
+  const DType dtypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI8};
+  const DType dtype = dtypes[state.range(1)];
   std::vector<float> q(heads * hd, 0.1f), k(kv_heads * hd, 0.1f), v(kv_heads * hd, 0.1f);
-  std::vector<float> kc(context * kv_heads * hd, 0.1f), vc(context * kv_heads * hd, 0.1f);
+  Tensor kc = Tensor::allocate(dtype, {context, kv_heads, hd});
+  Tensor vc = Tensor::allocate(dtype, {context, kv_heads, hd});
+  for (uint64_t i = 0; i < kc.num_elements(); ++i) {
+    if (dtype == DType::kI8) {
+      static_cast<int8_t*>(kc.mutable_data())[i] = static_cast<int8_t>(i % 200 - 100);
+      static_cast<int8_t*>(vc.mutable_data())[i] = static_cast<int8_t>(i % 190 - 95);
+    } else {
+      store_float(kc.mutable_data(), dtype, i, 0.001f * static_cast<float>(i % 200) - 0.1f);
+      store_float(vc.mutable_data(), dtype, i, 0.001f * static_cast<float>(i % 190) - 0.1f);
+    }
+  }
+  std::vector<float> scales(context * kv_heads, 0.01f);
   std::vector<float> out(heads * hd);
   std::vector<int64_t> slots(context);
   for (int64_t s = 0; s < context; ++s) slots[s] = s;
@@ -111,14 +125,23 @@ void BM_AttentionDecode(benchmark::State& state) {
   a.v = v.data();
   a.new_valid = new_valid.data();
   a.capacity = context;
-  a.k_cache = kc.data();
-  a.v_cache = vc.data();
+  a.cache_dtype = dtype;
+  a.k_cache = kc.data;
+  a.v_cache = vc.data;
+  if (dtype == DType::kI8) {
+    a.k_scale = scales.data();
+    a.v_scale = scales.data();
+  }
   a.slot_seq_index = slots.data();
   a.slot_valid = valid.data();
   a.out = out.data();
   for (auto _ : state) cpu::attention(a);
+  const double cache_bytes = static_cast<double>(kc.num_bytes() + vc.num_bytes()) +
+                             (dtype == DType::kI8 ? 2.0 * sizeof(float) * scales.size() : 0.0);
+  state.counters["cache_GB/s"] =
+      benchmark::Counter(cache_bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AttentionDecode)->Arg(512)->Arg(4096);
+BENCHMARK(BM_AttentionDecode)->ArgsProduct({{512, 4096}, {0, 1, 2, 3}})->UseRealTime();
 
 }  // namespace
 }  // namespace mistral

@@ -4,7 +4,8 @@
 // its thread pool; one forward pass at a time per backend.
 //
 // Shapes are row-major. Activations are F32. Weight matrices are [N, K] (nn.Linear layout) in the
-// dtype the backend reports as supported, or quantized (core/quant.h) where it supports that.
+// dtype the backend reports as supported, or quantized (core/quant.h) where it supports that. The
+// KV cache may be stored narrower (AttentionArgs).
 #pragma once
 
 #include <cstdint>
@@ -34,10 +35,15 @@ struct AttentionArgs {
   const float* v = nullptr;            // [B, T, kv_heads, head_dim]
   const uint8_t* new_valid = nullptr;  // [B, T], 1 for real tokens, 0 for padding
 
-  // The cache before this call: a ring of `capacity` slots per row.
+  // The cache before this call: a ring of `capacity` slots per row, stored as cache_dtype: F32,
+  // BF16, F16, or I8, where a (row, slot, kv head) vector of head_dim int8 values x holds
+  // x * scale with one float scale per vector (k_scale / v_scale; null for the other types).
   int64_t capacity = 0;
-  const float* k_cache = nullptr;           // [B, capacity, kv_heads, head_dim]
-  const float* v_cache = nullptr;           // [B, capacity, kv_heads, head_dim]
+  DType cache_dtype = DType::kF32;
+  const void* k_cache = nullptr;            // [B, capacity, kv_heads, head_dim] of cache_dtype
+  const void* v_cache = nullptr;            // [B, capacity, kv_heads, head_dim] of cache_dtype
+  const float* k_scale = nullptr;           // I8 only: [B, capacity, kv_heads]
+  const float* v_scale = nullptr;           // I8 only: [B, capacity, kv_heads]
   const int64_t* slot_seq_index = nullptr;  // [capacity], -1 for empty slots
   const uint8_t* slot_valid = nullptr;      // [B, capacity]
 

@@ -22,5 +22,11 @@ void add(float* x, const float* y, int64_t n);
 void row_to_f32(const void* src, DType dtype, int64_t n, float* dst);
 // Dot product of two F32 vectors (vectorized; summation order differs from a plain loop).
 float dot_f32(const float* a, const float* b, int64_t n);
+// sum_i x[i] * row[i] and y[i] += a * row[i] over a row stored as F32, BF16, F16 or I8 (the raw
+// integers: the caller applies an I8 row's scale), widened in registers. row_dot of an F32 row is
+// dot_f32; row_axpy rounds a * row[i] before adding, as a plain loop does. Hand-written AVX-512
+// where cpu_features() allows it, portable loops otherwise.
+float row_dot(const float* x, const void* row, DType dtype, int64_t n);
+void row_axpy(float a, const void* row, DType dtype, int64_t n, float* y);
 
 }  // namespace mistral::cpu
