@@ -2,23 +2,48 @@
 // (one sequence index per column of the batch; left padding keeps them aligned). With a sliding
 // window W the cache is a rolling buffer of W slots per row (slot = sequence index mod W), which is
 // all that attention can ever see again; without one it holds max_sequence_length slots. Owns its
-// memory; not thread-safe; one forward pass at a time.
+// memory (move-only); not thread-safe; one forward pass at a time.
+//
+// Storage types (the `dtype` of create): F32 (the default: exact), BF16 or F16 (each value rounded
+// to nearest even: half the memory), or I8 (a quarter plus 4 bytes per head vector): every
+// (row, slot, kv head) vector x of head_dim values is stored as int8 q = round(x / s), ties to
+// even, with one float scale s = max|x| / 127 (0 for an all-zero vector), so x ~ q * s.
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
+#include "core/tensor.h"
 #include "model/config.h"
 
 namespace mistral {
 
+// Parses a KV cache storage type: "f32", "bf16", "f16" (and the other spellings of
+// parse_float_dtype) or "int8"/"i8"; nullopt for anything else.
+std::optional<DType> parse_kv_cache_dtype(std::string_view name);
+// Whether a cache can be stored as `dtype` (F32, BF16, F16, I8).
+bool is_kv_cache_dtype(DType dtype);
+// "f32", "bf16", "f16" or "int8"; "?" for a type a cache cannot have.
+std::string_view kv_cache_dtype_name(DType dtype);
+
 class KvCache {
  public:
-  // Fails with a clear message when the cache would not fit in the memory available.
+  // Fails with a clear message for a storage type other than F32/BF16/F16/I8, or when the cache
+  // would not fit in the memory available.
   static Result<KvCache> create(const ModelConfig& config, int64_t batch,
-                                int64_t max_sequence_length);
+                                int64_t max_sequence_length, DType dtype = DType::kF32);
+  // Bytes one position of one row takes over all layers (keys, values and I8 scales).
+  static uint64_t bytes_per_position(const ModelConfig& config, DType dtype);
 
+  KvCache(KvCache&&) = default;
+  KvCache& operator=(KvCache&&) = default;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  DType dtype() const { return dtype_; }
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }
   // Sequence index of the next token (tokens seen so far, padding included).
@@ -28,32 +53,51 @@ class KvCache {
   // Whether `new_tokens` more tokens fit (always true for a rolling sliding-window cache).
   Status check_room(int64_t new_tokens) const;
 
-  float* keys(int64_t layer) { return keys_[layer].data(); }
-  float* values(int64_t layer) { return values_[layer].data(); }
+  // One layer as stored: [B, capacity, kv_heads, head_dim] of dtype(); for I8 also the scales,
+  // [B, capacity, kv_heads] floats (nullptr for the other types).
+  const void* keys(int64_t layer) const { return layers_[layer].keys.data; }
+  const void* values(int64_t layer) const { return layers_[layer].values.data; }
+  const float* key_scales(int64_t layer) const { return scales_or_null(layers_[layer].key_scales); }
+  const float* value_scales(int64_t layer) const {
+    return scales_or_null(layers_[layer].value_scales);
+  }
   const int64_t* slot_seq_index() const { return slot_seq_index_.data(); }
   const uint8_t* slot_valid() const { return slot_valid_.data(); }
 
-  // Stores one layer's keys/values of T new tokens ([B, T, kv_dim]); only the last `capacity`
-  // tokens are kept. Call for every layer after its attention, then advance() once.
+  // Stores one layer's keys/values of T new tokens ([B, T, kv_dim], F32), converted to dtype();
+  // only the last `capacity` tokens are kept. Call for every layer after its attention, then
+  // advance() once.
   void store_layer(int64_t layer, const float* k, const float* v, int64_t new_tokens);
   // Records T new tokens with their padding mask [B, T].
   void advance(const uint8_t* valid, int64_t new_tokens);
-  // Resident bytes of keys and values.
+  // Resident bytes of keys, values and scales.
   uint64_t bytes() const;
 
  private:
-  int64_t slot_of(int64_t seq_index) const { return seq_index % capacity_; }
+  struct Layer {
+    Tensor keys, values;              // [B, capacity, kv_heads, head_dim] of dtype_
+    Tensor key_scales, value_scales;  // I8: [B, capacity, kv_heads] F32; otherwise empty
+  };
 
+  KvCache() = default;
+  int64_t slot_of(int64_t seq_index) const { return seq_index % capacity_; }
+  static const float* scales_or_null(const Tensor& t) {
+    return t.empty() ? nullptr : t.as<float>();
+  }
+  // Converts one vector per kv head of a token ([kv_dim] F32) into slot `vec0`'s vectors.
+  void store_token(const float* src, Tensor& dst, Tensor& scales, int64_t vec0);
+
+  DType dtype_ = DType::kF32;
   int64_t batch_ = 0;
   int64_t capacity_ = 0;
-  int64_t kv_dim_ = 0;
+  int64_t kv_heads_ = 0;
+  int64_t head_dim_ = 0;
   bool rolling_ = false;
   int64_t length_ = 0;
-  std::vector<std::vector<float>> keys_;    // per layer [B, capacity, kv_dim]
-  std::vector<std::vector<float>> values_;  // per layer [B, capacity, kv_dim]
-  std::vector<int64_t> slot_seq_index_;     // [capacity], -1 when empty
-  std::vector<uint8_t> slot_valid_;         // [B, capacity]
-  std::vector<int64_t> row_tokens_;         // [B]
+  std::vector<Layer> layers_;
+  std::vector<int64_t> slot_seq_index_;  // [capacity], -1 when empty
+  std::vector<uint8_t> slot_valid_;      // [B, capacity]
+  std::vector<int64_t> row_tokens_;      // [B]
 };
 
 // Physical memory currently available to allocate, in bytes.

@@ -90,6 +90,7 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   args.new_valid = attention_mask.data();
   args.capacity = cache.capacity();
+  args.cache_dtype = cache.dtype();
   args.slot_seq_index = cache.slot_seq_index();
   args.slot_valid = cache.slot_valid();
 
@@ -108,6 +109,8 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
     args.v = v.data();
     args.k_cache = cache.keys(l);
     args.v_cache = cache.values(l);
+    args.k_scale = cache.key_scales(l);
+    args.v_scale = cache.value_scales(l);
     args.out = attn.data();
     be.attention(args);
     cache.store_layer(l, k.data(), v.data(), T);

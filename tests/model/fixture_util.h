@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,14 @@
 
 #include "io/safetensors.h"
 #include "model/loader.h"
+
+namespace mistral {
+
+// Names a dtype in GoogleTest's messages about parameterized tests (found by argument-dependent
+// lookup).
+inline void PrintTo(DType dtype, std::ostream* os) { *os << dtype_name(dtype); }
+
+}  // namespace mistral
 
 namespace mistral::testing {
 
@@ -74,7 +83,8 @@ inline Array read_array(const std::string& path, const std::string& name) {
   return a;
 }
 
-inline std::unique_ptr<Model> load_fixture_model(const std::string& name, LoadOptions options = {}) {
+inline std::unique_ptr<Model> load_fixture_model(const std::string& name,
+                                                 LoadOptions options = {}) {
   auto model = load_model(fixture_dir(name), make_cpu_backend(), options);
   EXPECT_TRUE(model.ok()) << model.status().message();
   return model.ok() ? std::move(model).value() : nullptr;
