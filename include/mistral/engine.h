@@ -7,7 +7,13 @@
 //   mistral::GenerationConfig gen;
 //   gen.max_new_tokens = 32;
 //   gen.sampling.greedy = true;
+//   gen.kv_cache_dtype = mistral::DType::kBF16;  // optional: F32 (default), BF16, F16, I8
 //   auto out = (*engine)->generate({{1, 415, 2936}}, gen);
+//
+// The KV cache can be stored in F32 (exact, the default), BF16 or F16 (half the memory; values
+// rounded to nearest even) or I8 (about a quarter: int8 values with one float scale per token and
+// kv head). Attention reads it in that type; the current call's keys and values stay F32. Use
+// parse_kv_cache_dtype("f32" | "bf16" | "f16" | "int8") to read the type from text.
 //
 // An Engine owns its model; calls on one Engine must not overlap (one request at a time).
 #pragma once
@@ -41,13 +47,15 @@ class Engine {
   Model& model() { return *model_; }
 
   // A cache for `batch` sequences of up to max_sequence_length tokens (a rolling buffer of the
-  // sliding window where the model has one).
-  Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length) const;
+  // sliding window where the model has one), stored as kv_cache_dtype (F32, BF16, F16 or I8).
+  Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
+                            DType kv_cache_dtype = DType::kF32) const;
   // Logits (and optionally hidden states) for input_ids/attention_mask [batch, T], continuing
   // from and advancing `cache`.
   Result<ForwardOutput> forward(std::span<const int32_t> input_ids,
                                 std::span<const uint8_t> attention_mask, int64_t batch,
                                 KvCache& cache, const ForwardOptions& options = {});
+  // Generates with a fresh cache of config.kv_cache_dtype.
   Result<GenerationResult> generate(const std::vector<std::vector<int32_t>>& prompts,
                                     const GenerationConfig& config);
   // Writes the model in Hugging Face layout (atomically; safe over its own directory).

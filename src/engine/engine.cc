@@ -14,8 +14,9 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& checkpoint_dir,
   return std::unique_ptr<Engine>(new Engine(std::move(model)));
 }
 
-Result<KvCache> Engine::new_cache(int64_t batch, int64_t max_sequence_length) const {
-  return KvCache::create(model_->config(), batch, max_sequence_length);
+Result<KvCache> Engine::new_cache(int64_t batch, int64_t max_sequence_length,
+                                  DType kv_cache_dtype) const {
+  return KvCache::create(model_->config(), batch, max_sequence_length, kv_cache_dtype);
 }
 
 Result<ForwardOutput> Engine::forward(std::span<const int32_t> input_ids,

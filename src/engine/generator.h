@@ -19,6 +19,9 @@ struct GenerationConfig {
   SamplingParams sampling;              // greedy or sampling; seed for reproducibility
   bool stop_at_eos = false;             // stop a row at any of the model's eos_token_ids
   std::vector<int32_t> stop_token_ids;  // extra stop ids (always honoured)
+  // Storage type of the KV cache: F32 (exact), BF16 or F16 (half the memory), or I8 (a quarter
+  // plus a float scale per head vector); see model/kv_cache.h. This call's keys are always F32.
+  DType kv_cache_dtype = DType::kF32;
   // Called for every generated token (row, token id); return false to stop the whole batch.
   std::function<bool(int64_t row, int32_t token)> on_token;
 };
@@ -32,10 +35,11 @@ struct GenerationResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;
   int64_t decode_steps = 0;
+  uint64_t kv_cache_bytes = 0;  // resident size of the KV cache the generation used
 };
 
 // Checks a request without running it: non-empty prompts, ids in the vocabulary, lengths within
-// max_position_embeddings, max_new_tokens >= 0, valid sampling parameters.
+// max_position_embeddings, max_new_tokens >= 0, a KV cache type, valid sampling parameters.
 Status validate_generation_request(const ModelConfig& config,
                                    const std::vector<std::vector<int32_t>>& prompts,
                                    const GenerationConfig& gen);

@@ -28,6 +28,46 @@ TEST(EngineApi, LoadForwardGenerate) {
   EXPECT_EQ(result->new_tokens[0], greedy["new_tokens"][0].get<std::vector<int32_t>>());
 }
 
+// A narrower KV cache through the public API: new_cache(..., type) and
+// GenerationConfig::kv_cache_dtype (kv_cache_fixture_test.cc holds them to HF's numbers).
+TEST(EngineApi, KvCacheStorageTypes) {
+  auto engine = Engine::load(fixture_dir("gqa"));
+  ASSERT_TRUE(engine.ok()) << engine.status().message();
+  Inputs in = read_inputs(fixture_dir("gqa") + "/inputs.json");
+  nlohmann::json greedy = read_json(fixture_dir("gqa") + "/greedy.json");
+  auto f32 = (*engine)->new_cache(in.batch, in.seq + 8);
+  ASSERT_TRUE(f32.ok());
+  EXPECT_EQ(f32->dtype(), DType::kF32);
+  for (DType dtype : {DType::kBF16, DType::kF16, DType::kI8}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    auto cache = (*engine)->new_cache(in.batch, in.seq + 8, dtype);
+    ASSERT_TRUE(cache.ok());
+    EXPECT_EQ(cache->dtype(), dtype);
+    EXPECT_LT(cache->bytes() * 2, f32->bytes() + 1);
+    GenerationConfig gen;
+    gen.max_new_tokens = 8;
+    gen.sampling.greedy = true;
+    gen.kv_cache_dtype = dtype;
+    auto result = (*engine)->generate({in.row(0)}, gen);
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ(result->kv_cache_bytes,
+              KvCache::bytes_per_position((*engine)->config(), dtype) * (in.row(0).size() + 8));
+    if (dtype == DType::kI8) {
+      EXPECT_EQ(result->new_tokens[0].size(), 8u);  // held to top-1 agreement, not equality
+    } else {
+      EXPECT_EQ(result->new_tokens[0], greedy["new_tokens"][0].get<std::vector<int32_t>>());
+    }
+  }
+  auto bad = (*engine)->new_cache(1, 8, DType::kI32);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("storage type I32"), std::string::npos);
+  GenerationConfig gen;
+  gen.kv_cache_dtype = DType::kU8;
+  auto refused = (*engine)->generate({in.row(0)}, gen);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("kv_cache_dtype"), std::string::npos);
+}
+
 TEST(EngineApi, ErrorsNameTheProblem) {
   auto missing = Engine::load("/nonexistent/checkpoint");
   ASSERT_FALSE(missing.ok());
