@@ -120,4 +120,16 @@ Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& optio
   return load_model(options.model_dir, make_cpu_backend(), load);
 }
 
+void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache) {
+  cmd.add_option("--kv-cache", kv_cache,
+                 "KV cache storage: f32, bf16, f16 (half the memory) or int8 (about a quarter)")
+      ->default_val("f32");
+}
+
+Result<DType> kv_cache_dtype_from_option(const std::string& kv_cache) {
+  const std::optional<DType> dtype = parse_kv_cache_dtype(kv_cache);
+  if (!dtype) return error("--kv-cache: \"" + kv_cache + "\" is not one of f32, bf16, f16, int8");
+  return *dtype;
+}
+
 }  // namespace mistral::cli

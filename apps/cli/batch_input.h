@@ -37,4 +37,9 @@ struct ModelOptions {
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& options);
 
+// `--kv-cache f32|bf16|f16|int8` (default f32), for the commands that generate: the KV cache's
+// storage type. kv_cache_dtype_from_option fails with a message naming the option.
+void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache);
+Result<DType> kv_cache_dtype_from_option(const std::string& kv_cache);
+
 }  // namespace mistral::cli

@@ -1,6 +1,7 @@
-// `mistral bench --model DIR --prompt-tokens P --new-tokens N --threads T`: prefill of P random
-// tokens then N greedy decode steps at batch 1; prints JSON with prefill_tok_s, decode_tok_s,
-// the weight bytes read per decoded token, the achieved bandwidth and peak resident memory.
+// `mistral bench --model DIR --prompt-tokens P --new-tokens N --threads T [--kv-cache TYPE]`:
+// prefill of P random tokens then N greedy decode steps at batch 1; prints JSON with
+// prefill_tok_s, decode_tok_s, the weight bytes read per decoded token, the achieved bandwidth,
+// the KV cache's type and size, and peak resident memory.
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -22,6 +23,7 @@ struct BenchArgs {
   int64_t prompt_tokens = 64;
   int64_t new_tokens = 32;
   uint64_t seed = 0;
+  std::string kv_cache;
 };
 
 uint64_t weight_bytes(Model& model) {
@@ -32,6 +34,7 @@ uint64_t weight_bytes(Model& model) {
 }
 
 void run_bench(const BenchArgs& args) {
+  const DType kv_cache_dtype = value_or_fail(kv_cache_dtype_from_option(args.kv_cache));
   std::unique_ptr<Model> model = value_or_fail(load_model_from_options(args.model));
   const ModelConfig& c = model->config();
   std::vector<int32_t> prompt(args.prompt_tokens);
@@ -43,6 +46,7 @@ void run_bench(const BenchArgs& args) {
   GenerationConfig gen;
   gen.max_new_tokens = args.new_tokens + 1;  // the first token comes from the prefill
   gen.sampling.greedy = true;
+  gen.kv_cache_dtype = kv_cache_dtype;
   GenerationResult r = value_or_fail(generate(*model, {prompt}, gen));
 
   struct rusage usage {};
@@ -61,6 +65,8 @@ void run_bench(const BenchArgs& args) {
   out["decode_tok_s"] = decode_tok_s;
   out["time_to_first_token_s"] = r.prefill_seconds;
   out["weight_bytes"] = bytes;
+  out["kv_cache"] = kv_cache_dtype_name(kv_cache_dtype);
+  out["kv_cache_bytes"] = r.kv_cache_bytes;
   out["decode_bandwidth_gb_s"] = decode_tok_s * static_cast<double>(bytes) / 1e9;
   out["peak_rss_mb"] = usage.ru_maxrss / 1024.0;
   std::printf("%s\n", out.dump(2).c_str());
@@ -72,6 +78,7 @@ void add_bench_command(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed at batch 1");
   add_model_options(*cmd, args->model);
+  add_kv_cache_option(*cmd, args->kv_cache);
   cmd->add_option("--prompt-tokens", args->prompt_tokens, "prompt length")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--new-tokens", args->new_tokens, "decode steps")->check(CLI::Range(1, 1 << 20));

@@ -1,8 +1,8 @@
-// `mistral chat --model DIR [--system TEXT]`: an interactive multi-turn conversation in the
-// checkpoint's own chat format. Each line read from stdin is a user turn; the answer streams to
-// stdout until EOS. "/reset" starts over, "/exit" (or end of input) quits. Each turn re-encodes the
-// whole conversation with mistral-common's rules, so the prompt is always exactly what Mistral's
-// tooling would send.
+// `mistral chat --model DIR [--system TEXT] [--kv-cache f32|bf16|f16|int8]`: an interactive
+// multi-turn conversation in the checkpoint's own chat format. Each line read from stdin is a user
+// turn; the answer streams to stdout until EOS. "/reset" starts over, "/exit" (or end of input)
+// quits. Each turn re-encodes the whole conversation with mistral-common's rules, so the prompt is
+// always exactly what Mistral's tooling would send.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -24,9 +24,11 @@ struct ChatArgs {
   std::string system;
   int64_t max_new_tokens = 512;
   SamplingParams sampling;
+  std::string kv_cache;
 };
 
 void run_chat(ChatArgs& args) {
+  const DType kv_cache_dtype = value_or_fail(kv_cache_dtype_from_option(args.kv_cache));
   TextModel tm = value_or_fail(load_text_model(args.model, args.tokenizer));
   ChatEncoder encoder = value_or_fail(ChatEncoder::create(*tm.tokenizer));
   nlohmann::json messages = nlohmann::json::array();
@@ -38,6 +40,7 @@ void run_chat(ChatArgs& args) {
   GenerationConfig gen;
   gen.max_new_tokens = args.max_new_tokens;
   gen.sampling = args.sampling;
+  gen.kv_cache_dtype = kv_cache_dtype;
   gen.stop_at_eos = true;
   gen.stop_token_ids = {tm.tokenizer->eos_id()};
   std::string line;
@@ -85,6 +88,7 @@ void add_chat_command(CLI::App& app) {
   auto args = std::make_shared<ChatArgs>();
   CLI::App* cmd = app.add_subcommand("chat", "interactive multi-turn chat in the model's format");
   add_model_options(*cmd, args->model);
+  add_kv_cache_option(*cmd, args->kv_cache);
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer file or directory (default: --model)");
   cmd->add_option("--system", args->system, "system prompt");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "longest answer per turn")

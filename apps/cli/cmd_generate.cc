@@ -1,5 +1,6 @@
-// `mistral generate --model DIR --input IN.json --max-new-tokens N [--greedy] [--json]`:
-// generates for every row of a padded batch (each row's real tokens are its prompt). With
+// `mistral generate --model DIR --input IN.json --max-new-tokens N [--greedy] [--json]
+// [--kv-cache f32|bf16|f16|int8]`: generates for every row of a padded batch (each row's real
+// tokens are its prompt). With
 // --prompt TEXT or --chat REQUEST.json instead of --input it encodes with the checkpoint's
 // tokenizer (and chat format), stops at EOS, and prints the text as it is generated. Without
 // --greedy it samples with --temperature/--top-k/--top-p/--min-p/--repetition-penalty/--seed.
@@ -32,6 +33,7 @@ struct GenerateArgs {
   bool stop_at_eos = false;
   std::vector<int32_t> stop_ids;
   SamplingParams sampling;
+  std::string kv_cache;
 };
 
 const char* finish_reason_name(FinishReason r) {
@@ -52,10 +54,12 @@ GenerationConfig generation_config(const GenerateArgs& args) {
   gen.sampling = args.sampling;
   gen.stop_at_eos = args.stop_at_eos;
   gen.stop_token_ids = args.stop_ids;
+  gen.kv_cache_dtype = value_or_fail(kv_cache_dtype_from_option(args.kv_cache));
   return gen;
 }
 
 void run_text_generate(GenerateArgs& args) {
+  GenerationConfig gen = generation_config(args);
   TextModel tm = value_or_fail(load_text_model(args.model, args.tokenizer));
   std::vector<int32_t> prompt;
   if (!args.chat_file.empty()) {
@@ -67,7 +71,6 @@ void run_text_generate(GenerateArgs& args) {
   } else {
     prompt = tm.tokenizer->encode(args.prompt, /*add_bos=*/true, /*add_eos=*/false);
   }
-  GenerationConfig gen = generation_config(args);
   if (!args.ignore_eos) {  // text generation ends at the end of the answer
     gen.stop_at_eos = true;
     gen.stop_token_ids.push_back(tm.tokenizer->eos_id());
@@ -89,12 +92,12 @@ void run_generate(GenerateArgs& args) {
   const int sources = !args.input.empty() + !args.prompt.empty() + !args.chat_file.empty();
   if (sources != 1) fail(error("give exactly one of --input, --prompt, --chat"));
   if (args.input.empty()) return run_text_generate(args);
+  GenerationConfig gen = generation_config(args);
   BatchInput input = value_or_fail(read_batch_input(args.input));
   std::unique_ptr<Model> model = value_or_fail(load_model_from_options(args.model));
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t b = 0; b < input.batch; ++b) prompts.push_back(input.row_tokens(b));
 
-  GenerationConfig gen = generation_config(args);
   if (!args.json) {
     gen.on_token = [](int64_t row, int32_t token) {
       std::printf("%lld: %d\n", static_cast<long long>(row), token);
@@ -121,6 +124,7 @@ void add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "generate tokens for a batch of prompts");
   add_model_options(*cmd, args->model);
+  add_kv_cache_option(*cmd, args->kv_cache);
   cmd->add_option("--input", args->input, "JSON with input_ids (and attention_mask)");
   cmd->add_option("--prompt", args->prompt, "text prompt, encoded with the model's tokenizer");
   cmd->add_option("--chat", args->chat_file,

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "run_cli.h"
 
 namespace {
@@ -123,6 +125,39 @@ TEST_F(CliTest, QuantizeWritesACheckpointEveryCommandLoads) {
   RunResult missing = run("quantize --model " + dir_ + "/dense --out " + dir_ + "/x");
   EXPECT_NE(missing.status, 0);  // CLI11's usage error
   EXPECT_NE(missing.output.find("--weights is required"), std::string::npos) << missing.output;
+}
+
+// --kv-cache on the commands that generate: a narrower cache runs (and on the gqa fixture
+// gives HF's greedy tokens, as kv_cache_fixture_test.cc checks in depth); anything else is
+// refused before the model is loaded, naming the option.
+TEST_F(CliTest, KvCacheOption) {
+  const std::string fixture = std::string(MISTRAL_FIXTURES_DIR) + "/gqa";
+  RunResult gen = run("generate --model " + model_ + " --input " + fixture +
+                          "/inputs.json --max-new-tokens 8 --greedy --json --kv-cache bf16",
+                      /*with_stderr=*/false);
+  ASSERT_EQ(gen.status, 0) << gen.output;
+  nlohmann::json out = nlohmann::json::parse(gen.output, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << gen.output;
+  std::ifstream greedy_file(fixture + "/greedy.json");
+  const nlohmann::json greedy = nlohmann::json::parse(greedy_file, nullptr, false);
+  EXPECT_EQ(out["new_tokens"], greedy["new_tokens"]);
+
+  RunResult bench = run(
+      "bench --model " + model_ + " --prompt-tokens 8 --new-tokens 4 --threads 1 --kv-cache int8",
+      /*with_stderr=*/false);
+  ASSERT_EQ(bench.status, 0) << bench.output;
+  nlohmann::json b = nlohmann::json::parse(bench.output, nullptr, false);
+  ASSERT_FALSE(b.is_discarded()) << bench.output;
+  EXPECT_EQ(b["kv_cache"], "int8");
+  // 2 layers x 2 kv heads x (16 int8 + a float scale) x keys and values, 8 + 5 positions.
+  EXPECT_EQ(b["kv_cache_bytes"], 2 * 2 * 2 * (16 + 4) * 13);
+
+  const std::string input = write("in.json", "{\"input_ids\": [[5, 6, 7]]}");
+  expect_failure(run("generate --model " + model_ + " --input " + input + " --kv-cache f8"),
+                 "--kv-cache: \"f8\" is not one of f32, bf16, f16, int8");
+  expect_failure(run("generate --model " + model_ + " --prompt hi --kv-cache int4"), "--kv-cache");
+  expect_failure(run("bench --model " + model_ + " --kv-cache fp8"), "--kv-cache");
+  expect_failure(run("chat --model " + model_ + " --kv-cache BF17 </dev/null"), "--kv-cache");
 }
 
 }  // namespace

@@ -92,7 +92,8 @@ TEST_F(TextCliTest, ChatRequestUsesTheChatFormat) {
   std::ofstream(tmp_.file("chat.json"))
       << R"({"messages": [{"role": "system", "content": "Be brief."},
                           {"role": "user", "content": "Hi"}]})";
-  nlohmann::json prompt = run_json("tokenize --model " + model_ + " --chat " + tmp_.file("chat.json"));
+  nlohmann::json prompt =
+      run_json("tokenize --model " + model_ + " --chat " + tmp_.file("chat.json"));
   nlohmann::json out = run_json("generate --model " + model_ + " --chat " + tmp_.file("chat.json") +
                                 " --max-new-tokens 4 --greedy --json");
   EXPECT_EQ(out["prompt_tokens"], prompt.size());
@@ -100,14 +101,16 @@ TEST_F(TextCliTest, ChatRequestUsesTheChatFormat) {
   RunResult bad = run("generate --model " + model_ + " --chat " + tmp_.file("missing.json"));
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.output.find("missing.json"), std::string::npos) << bad.output;
-  RunResult both = run("generate --model " + model_ + " --prompt hi --chat " + tmp_.file("chat.json"));
+  RunResult both =
+      run("generate --model " + model_ + " --prompt hi --chat " + tmp_.file("chat.json"));
   EXPECT_EQ(both.status, 1);
   EXPECT_NE(both.output.find("exactly one of --input, --prompt, --chat"), std::string::npos);
 }
 
 TEST_F(TextCliTest, InteractiveChatAnswersEveryTurn) {
-  RunResult r = run("chat --model " + model_ + " --max-new-tokens 3 --greedy <<'EOF'\nHello\n/reset\nAgain\nEOF",
-                    /*with_stderr=*/false);
+  RunResult r = run(
+      "chat --model " + model_ + " --max-new-tokens 3 --greedy <<'EOF'\nHello\n/reset\nAgain\nEOF",
+      /*with_stderr=*/false);
   ASSERT_EQ(r.status, 0) << r.output;
   // Prompts: before "Hello", before "/reset", before "Again", and the final one at end of input.
   size_t prompts = 0;
@@ -115,6 +118,12 @@ TEST_F(TextCliTest, InteractiveChatAnswersEveryTurn) {
     ++prompts;
   }
   EXPECT_GE(prompts, 4u) << r.output;
+  // The same conversation with a narrower KV cache.
+  RunResult narrow = run(
+      "chat --model " + model_ + " --max-new-tokens 3 --greedy --kv-cache int8 <<'EOF'\nHello\nEOF",
+      /*with_stderr=*/false);
+  ASSERT_EQ(narrow.status, 0) << narrow.output;
+  EXPECT_NE(narrow.output.find("> "), std::string::npos) << narrow.output;
 }
 
 }  // namespace
