@@ -1,0 +1,80 @@
+// The CUDA kernel library: the ops a model's forward pass needs, on device memory, enqueued on a
+// KernelContext's stream (asynchronous; nothing here synchronizes unless it says so). Activations
+// are bf16 (or float where an overload says so) and every kernel accumulates in float32. Every
+// pointer is device memory unless named *_host; vectors of bf16 rows must be 16-byte aligned.
+// Built for sm_80 and newer (bf16 tensor-core mma); tuned for sm_90 (H100/H200).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/kernel_context.h"
+
+namespace mistral::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---------------------------------------------------------------- linear layers
+
+enum class WeightFormat : uint8_t {
+  kBF16,  // data: bf16 [n, k] row-major
+  kInt8,  // data: int8 q [n, k]; w[r][c] = scales[r][c / 32] * q[r][c]
+  // data: uint8 [n, k / 2]; each group of 32 elements is 16 bytes whose byte j holds element j in
+  // its low nibble and element j + 16 in its high nibble, unsigned with offset 8:
+  // w[r][c] = scales[r][c / 32] * (nibble - 8) (ggml's Q4_0 order, scales kept apart).
+  kInt4,
+};
+inline constexpr int64_t kQuantGroup = 32;
+
+const char* weight_format_name(WeightFormat format);
+
+// A weight matrix W [n, k] (nn.Linear layout) in device memory, borrowed. k must be a multiple of
+// 8 (bf16) or 32 (quantized), and `data` 16-byte aligned.
+struct DeviceWeight {
+  WeightFormat format = WeightFormat::kBF16;
+  int64_t n = 0;
+  int64_t k = 0;
+  const void* data = nullptr;
+  const __half* scales = nullptr;  // f16 [n, k / 32] for kInt8 / kInt4, else unused
+
+  size_t data_bytes() const;
+  size_t scale_bytes() const;
+};
+
+// Decode GEMV y[m, n] = x[m, k] * W^T for 1 <= m <= kMaxGemvRows. Streams W once with 16-byte
+// loads; the products run on tensor cores (mma m16n8k16 bf16, float32 accumulation), quantized
+// weights are expanded exactly to bf16 in registers (q and nibble - 8 are small integers) and the
+// group scale is applied in float32 to each group's partial sum. Results do not depend on m: a
+// row of x gives the same bits alone or in a batch. Rows of W may be split across blocks (split-K
+// over the context's scratch and counters), summed in a fixed order, so results are also
+// deterministic run to run.
+// `splits`: 0 chooses the K-split from the shape and the GPU; a positive value forces it (tuning
+// and tests).
+inline constexpr int64_t kMaxGemvRows = 8;
+void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y,
+          int splits = 0);
+void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y,
+          int splits = 0);
+// Scratch bytes gemv needs for this weight shape (0 when it does not split K across blocks).
+size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w, int splits = 0);
+
+// Prefill GEMM y[m, n] = x[m, k] * W^T through cuBLASLt: bf16 inputs, float32 accumulation.
+// Quantized weights take a dequantize-to-bf16 path for now: tiles of rows of W are expanded to
+// bf16 (bf16(scale * q): one more rounding than gemv's exact expansion) in the context's scratch,
+// as many rows at a time as the scratch holds, then multiplied by cuBLASLt.
+void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
+void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
+
+// gemv for m <= kMaxGemvRows, else gemm.
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
+
+// out[r - row_begin][c] = bf16(w[r][c]) for rows [row_begin, row_end).
+void dequantize(KernelContext& ctx, const DeviceWeight& w, int64_t row_begin, int64_t row_end,
+                bf16* out);
+
+}  // namespace mistral::cuda
