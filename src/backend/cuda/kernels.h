@@ -77,4 +77,42 @@ void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w,
 void dequantize(KernelContext& ctx, const DeviceWeight& w, int64_t row_begin, int64_t row_end,
                 bf16* out);
 
+// ---------------------------------------------------------------- element-wise, row-wise
+// T is float or bf16. With bf16, each op rounds where Hugging Face's bf16 model rounds (each torch
+// op on bf16 tensors computes in float32 and rounds its result); with float they are the CPU
+// backend's float32 formulas.
+
+// y = x / sqrt(mean(x^2) + eps) * weight over rows of n, mean in float32. bf16: as HF's
+// MistralRMSNorm, weight * bf16(x_f32 * rsqrt(var + eps)).
+template <typename T>
+void rmsnorm(KernelContext& ctx, const T* x, int64_t m, int64_t n, const T* weight, float eps,
+             T* y);
+// residual += delta (rounded to T), then y = rmsnorm(residual): the decoder layer's residual add
+// fused with the next norm.
+template <typename T>
+void add_rmsnorm(KernelContext& ctx, T* residual, const T* delta, int64_t m, int64_t n,
+                 const T* weight, float eps, T* y);
+// Rotates x[tokens, heads, head_dim] in place (rotate_half): for i < d/2, with
+// angle = float(position) * inv_freq[i] in float32, x_i' = x_i cos - x_{i+d/2} sin and
+// x_{i+d/2}' = x_{i+d/2} cos + x_i sin. inv_freq [d/2] (device) is a model constant, computed
+// once by rope_inv_freq. bf16: cos and sin are rounded to bf16 and each product and the sum are
+// rounded, as in HF's apply_rotary_pos_emb.
+template <typename T>
+void rope(KernelContext& ctx, T* x, int64_t tokens, int64_t heads, int64_t head_dim,
+          const int64_t* positions, const float* inv_freq);
+// inv_freq_i = 1 / theta^(2i/d) as transformers and the CPU backend compute it: a float32 power
+// of float32 operands (std::pow), then a float32 reciprocal. Host function.
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta);
+// out = silu(gate) * up. bf16: bf16(bf16(silu(gate)) * up).
+template <typename T>
+void silu_mul(KernelContext& ctx, const T* gate, const T* up, T* out, int64_t n);
+// x += y.
+template <typename T>
+void add(KernelContext& ctx, T* x, const T* y, int64_t n);
+// out[i] = table[ids[i]] (exact). Ids are validated by the caller; an id outside [0, vocab) gives
+// a zero row rather than a read out of bounds.
+template <typename T>
+void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids,
+           int64_t n, T* out);
+
 }  // namespace mistral::cuda
