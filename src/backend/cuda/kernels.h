@@ -115,4 +115,48 @@ template <typename T>
 void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids,
            int64_t n, T* out);
 
+// ---------------------------------------------------------------- attention
+
+// The device form of backend.h's AttentionArgs, with the same mask: the key at sequence index k
+// is visible to the query at sequence index q iff the key is not padding, k <= q, and, with a
+// sliding window W > 0, q - k < W. Queries see the cache (a ring of `capacity` slots per row,
+// filled before this call) and the keys of this call. head_dim is 64 or 128; num_heads is a
+// multiple of num_kv_heads (grouped-query attention).
+struct AttentionParams {
+  int64_t batch = 0;
+  int64_t new_tokens = 0;  // T
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t first_seq_index = 0;  // sequence index of the first new token (same for every row)
+  int64_t sliding_window = 0;   // 0: none
+  float scale = 1.0f;           // 1/sqrt(head_dim)
+
+  const bf16* q = nullptr;             // [B, T, heads, head_dim], rotary applied
+  const bf16* k = nullptr;             // [B, T, kv_heads, head_dim], rotary applied
+  const bf16* v = nullptr;             // [B, T, kv_heads, head_dim]
+  const uint8_t* new_valid = nullptr;  // [B, T], 1 real token, 0 padding
+
+  int64_t capacity = 0;
+  const bf16* k_cache = nullptr;            // [B, capacity, kv_heads, head_dim]
+  const bf16* v_cache = nullptr;            // [B, capacity, kv_heads, head_dim]
+  const int64_t* slot_seq_index = nullptr;  // [capacity], -1 for empty slots
+  const uint8_t* slot_valid = nullptr;      // [B, capacity]
+
+  bf16* out = nullptr;  // [B, T, heads, head_dim]; queries with no visible key get zeros
+};
+
+// Chooses decode (new_tokens * group <= kMaxDecodeRows) or prefill.
+void attention(KernelContext& ctx, const AttentionParams& p);
+// Flash attention (FlashAttention-2 scheme) on tensor cores: 64 query rows per block against
+// 64-key tiles staged in shared memory, online softmax in float32, P rounded to bf16 for P*V as
+// in HF's bf16 eager attention. Any T.
+void attention_prefill(KernelContext& ctx, const AttentionParams& p);
+// Flash-decoding: the keys are split across blocks, each keeping a float32 online softmax, and a
+// second kernel merges the splits. Needs new_tokens * group <= kMaxDecodeRows and
+// attention_decode_scratch_bytes of scratch.
+inline constexpr int64_t kMaxDecodeRows = 16;
+void attention_decode(KernelContext& ctx, const AttentionParams& p);
+size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p);
+
 }  // namespace mistral::cuda
