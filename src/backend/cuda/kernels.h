@@ -159,4 +159,33 @@ inline constexpr int64_t kMaxDecodeRows = 16;
 void attention_decode(KernelContext& ctx, const AttentionParams& p);
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p);
 
+// ---------------------------------------------------------------- sampling
+
+// Per-row sampling parameters (device array), validated by the caller as SamplingParams are.
+struct SampleParams {
+  int32_t greedy = 0;  // nonzero: argmax, the rest ignored, no random number consumed
+  float temperature = 1.0f;
+  int32_t top_k = 0;  // <= 0 or >= vocab: off
+  float top_p = 1.0f;
+};
+
+// xoshiro256** state, seeded exactly as sampling/rng.h's Xoshiro256 (SplitMix64), so a seed gives
+// the same stream on the device as on the CPU.
+struct RngState {
+  uint64_t s[4];
+};
+// Seeds states[i] from seeds_host[i]; copies synchronously with respect to the host.
+void init_rng(KernelContext& ctx, const uint64_t* seeds_host, int64_t rows, RngState* states);
+
+// ids[r] = the lowest index of the largest non-NaN logit of row r (0 if all are NaN).
+void argmax(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab, int32_t* ids);
+// One token per row, only ids leave the device. Greedy rows: argmax. Other rows, in HF's order:
+// NaN -> -inf; x / temperature; top-k keeps entries >= the k-th largest (ties stay); top-p sorts
+// ascending (ties by ascending id), removes entries whose cumulative probability is <= 1 - top_p
+// and always keeps the largest; then one draw u in [0, 1) from the row's stream and the first id
+// (ascending) whose running weight exp(x - max) exceeds u * total. When nothing is left above
+// -inf, the argmax of the raw row. See sampling.cu for how the cut is found without a sort.
+void sample(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab,
+            const SampleParams* params, RngState* states, int32_t* ids);
+
 }  // namespace mistral::cuda
