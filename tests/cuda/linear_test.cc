@@ -76,13 +76,17 @@ TEST_F(CudaTest, GemvMatchesReferenceOverOddShapesAndEveryRowCount) {
       std::vector<double> ref, mag;
       reference(in.x, kMaxGemvRows, w, &ref, &mag);
       for (int64_t m = 1; m <= kMaxGemvRows; ++m) {
-        for (int splits : {0, 1, 3}) {
+        // Default grid; one warp for everything; 7 warps (shares split tiles at odd places);
+        // one run per warp (every tile split among all its runs' warps).
+        for (auto [warps, stages] : {std::pair{0, 0}, {1, 4}, {7, 3}, {100000, 4}}) {
           const std::string what = std::string(weight_format_name(f)) +
                                    " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k) +
-                                   " m=" + std::to_string(m) + " splits=" + std::to_string(splits);
+                                   " m=" + std::to_string(m) + " warps=" + std::to_string(warps) +
+                                   " stages=" + std::to_string(stages);
+          const GemvOptions opt{warps, stages};
+          ASSERT_TRUE(ctx().reserve_scratch(gemv_scratch_bytes(ctx(), w.device(), opt)).ok());
           DeviceBuffer y = poisoned(m * s.n * sizeof(float));
-          gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>(),
-               splits);
+          gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>(), opt);
           const std::vector<double> r(ref.begin(), ref.begin() + m * s.n);
           const std::vector<double> a(mag.begin(), mag.begin() + m * s.n);
           expect_close(download<float>(y, m * s.n), r, a, kGemvTol, 0.0, what);
@@ -123,24 +127,27 @@ TEST_F(CudaTest, GemvMistralShapesMatchReference) {
 // A row of x gives the same bits alone or in a batch of 8, and the same bits on every run.
 TEST_F(CudaTest, GemvIsBatchInvariantAndDeterministic) {
   ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
-  for (WeightFormat f : kFormats) {
-    const int64_t n = 1000, k = 4096;
-    const TestWeight w = make_weight(f, n, k, 7);
-    const Inputs in = make_x(kMaxGemvRows, k, 8);
-    DeviceBuffer batch = poisoned(kMaxGemvRows * n * sizeof(float));
-    gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(),
-         batch.as<float>());
-    const std::vector<float> all = download<float>(batch, kMaxGemvRows * n);
-    gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(),
-         batch.as<float>());
-    EXPECT_EQ(all, download<float>(batch, kMaxGemvRows * n)) << weight_format_name(f);
-    for (int64_t row = 0; row < kMaxGemvRows; ++row) {
-      DeviceBuffer one = poisoned(n * sizeof(float));
-      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()) + row * k, 1, w.device(),
-           one.as<float>());
-      const std::vector<float> alone = download<float>(one, n);
-      EXPECT_EQ(alone, std::vector<float>(all.begin() + row * n, all.begin() + (row + 1) * n))
-          << weight_format_name(f) << " row " << row;
+  for (auto [warps, stages] : {std::pair{0, 0}, {7, 4}}) {
+    for (WeightFormat f : kFormats) {
+      const GemvOptions opt{warps, stages};
+      const int64_t n = 1000, k = 4096;
+      const TestWeight w = make_weight(f, n, k, 7);
+      const Inputs in = make_x(kMaxGemvRows, k, 8);
+      DeviceBuffer batch = poisoned(kMaxGemvRows * n * sizeof(float));
+      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(),
+           batch.as<float>(), opt);
+      const std::vector<float> all = download<float>(batch, kMaxGemvRows * n);
+      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(),
+           batch.as<float>(), opt);
+      EXPECT_EQ(all, download<float>(batch, kMaxGemvRows * n)) << weight_format_name(f);
+      for (int64_t row = 0; row < kMaxGemvRows; ++row) {
+        DeviceBuffer one = poisoned(n * sizeof(float));
+        gemv(ctx(), static_cast<const bf16*>(in.d_x.data()) + row * k, 1, w.device(),
+             one.as<float>(), opt);
+        const std::vector<float> alone = download<float>(one, n);
+        EXPECT_EQ(alone, std::vector<float>(all.begin() + row * n, all.begin() + (row + 1) * n))
+            << weight_format_name(f) << " row " << row;
+      }
     }
   }
 }

@@ -45,22 +45,28 @@ struct DeviceWeight {
   size_t scale_bytes() const;
 };
 
-// Decode GEMV y[m, n] = x[m, k] * W^T for 1 <= m <= kMaxGemvRows. Streams W once with 16-byte
-// loads; the products run on tensor cores (mma m16n8k16 bf16, float32 accumulation), quantized
-// weights are expanded exactly to bf16 in registers (q and nibble - 8 are small integers) and the
-// group scale is applied in float32 to each group's partial sum. Results do not depend on m: a
-// row of x gives the same bits alone or in a batch. Rows of W may be split across blocks (split-K
-// over the context's scratch and counters), summed in a fixed order, so results are also
-// deterministic run to run.
-// `splits`: 0 chooses the K-split from the shape and the GPU; a positive value forces it (tuning
-// and tests).
+// Decode GEMV y[m, n] = x[m, k] * W^T for 1 <= m <= kMaxGemvRows. Streams W once through a
+// cp.async shared-memory pipeline (whole 128-byte lines), its rows shared evenly among one-warp
+// blocks (stream-K); the products run on tensor cores (mma m16n8k16 bf16, float32 accumulation),
+// quantized weights are expanded exactly to bf16 in registers (q and nibble - 8 are small
+// integers) and the group scale multiplies each group's partial sum in float32. Results do not
+// depend on m (a row of x gives the same bits alone or in a batch) and are the same on every run
+// (fixed-order reductions). Needs gemv_scratch_bytes of scratch.
+// For tests and tuning: `warps` > 0 replaces the chosen grid (each warp streams an equal share of
+// W; shares that split a tile's rows are added by the last warp to finish); `stages` picks 3 or 4
+// pipeline stages.
+struct GemvOptions {
+  int warps = 0;
+  int stages = 0;
+};
 inline constexpr int64_t kMaxGemvRows = 8;
 void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y,
-          int splits = 0);
+          const GemvOptions& options = {});
 void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y,
-          int splits = 0);
-// Scratch bytes gemv needs for this weight shape (0 when it does not split K across blocks).
-size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w, int splits = 0);
+          const GemvOptions& options = {});
+// Scratch bytes gemv needs for this weight shape (0 when no tile is shared between warps).
+size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
+                          const GemvOptions& options = {});
 
 // Prefill GEMM y[m, n] = x[m, k] * W^T through cuBLASLt: bf16 inputs, float32 accumulation.
 // Quantized weights take a dequantize-to-bf16 path for now: tiles of rows of W are expanded to
