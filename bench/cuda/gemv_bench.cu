@@ -47,6 +47,34 @@ __global__ void fill_kernel(uint8_t* p, size_t bytes, uint64_t seed, Fill kind) 
   }
 }
 
+// Reads n 16-byte words once (grid-stride, 4 loads in flight per thread); the XOR of what each
+// thread read goes to sink, so the loads cannot be dropped.
+__global__ void read_kernel(const uint4* __restrict__ p, size_t n, uint4* sink) {
+  uint4 acc = make_uint4(0, 0, 0, 0);
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = __ldcs(p + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      acc.x ^= v[u].x;
+      acc.y ^= v[u].y;
+      acc.z ^= v[u].z;
+      acc.w ^= v[u].w;
+    }
+  }
+  for (; i < n; i += stride) {
+    const uint4 v = __ldcs(p + i);
+    acc.x ^= v.x;
+    acc.y ^= v.y;
+    acc.z ^= v.z;
+    acc.w ^= v.w;
+  }
+  sink[size_t(blockIdx.x) * blockDim.x + threadIdx.x] = acc;
+}
+
 DeviceBuffer make_buffer(size_t bytes, Fill kind, uint64_t seed) {
   auto r = DeviceBuffer::allocate(bytes, "benchmark buffer");
   MISTRAL_CHECK(r.ok()) << r.status().message();
@@ -159,8 +187,19 @@ int run(int argc, char** argv) {
         cudaMemcpyAsync(dst.data(), src.data(), copy_bytes, cudaMemcpyDeviceToDevice, stream));
   });
   const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
-  std::printf("device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write), %.3f of peak\n\n",
+  std::printf("device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write), %.3f of peak\n",
               copy_ms, copy_gbs, copy_gbs / peak_gbs);
+  // Read-only streaming baseline: every byte of 1 GiB read once with coalesced 16-byte loads.
+  const int read_blocks = ctx.num_sms() * 8;
+  DeviceBuffer sink = make_buffer(size_t(read_blocks) * 256 * 16, Fill::kBytes, 7);
+  const double read_ms = median_ms(stream, samples, 1, [&] {
+    read_kernel<<<read_blocks, 256, 0, stream>>>(src.as<uint4>(), copy_bytes / 16,
+                                                 sink.as<uint4>());
+    MISTRAL_CUDA_CHECK_LAUNCH();
+  });
+  const double read_gbs = copy_bytes / (read_ms * 1e-3) / 1e9;
+  std::printf("read-only stream of 1 GiB: %.3f ms, %.0f GB/s, %.3f of peak (\"of read\" below)\n\n",
+              read_ms, read_gbs, read_gbs / peak_gbs);
   src = DeviceBuffer();
   dst = DeviceBuffer();
 
@@ -174,31 +213,34 @@ int run(int argc, char** argv) {
   DeviceBuffer y = make_buffer(kMaxGemvRows * 32000 * sizeof(float), Fill::kBytes, 4);
   const auto* xp = x.as<bf16>();
 
-  std::printf("%-6s %-20s %2s %-7s %9s %8s %7s %7s\n", "format", "shape (N x K)", "m", "splits",
-              "time us", "GB/s", "of peak", "of copy");
+  std::printf("%-8s %-20s %2s %-6s %9s %8s %7s %7s\n", "format", "shape (N x K)", "m", "warps/st",
+              "time us", "GB/s", "of peak", "of read");
   for (WeightFormat f : formats) {
     for (const Shape& s : shapes) {
       const Copies c = make_copies(f, s);
       const int launches = static_cast<int>(std::max<size_t>(c.weights.size(), 8));
       const size_t weight_bytes = c.weights[0].data_bytes() + c.weights[0].scale_bytes();
-      auto measure = [&](int64_t m, int splits, const char* label) {
-        MISTRAL_CHECK(ctx.reserve_scratch(gemv_scratch_bytes(ctx, c.weights[0], splits)).ok());
+      auto measure = [&](int64_t m, GemvOptions opt) {
+        MISTRAL_CHECK(ctx.reserve_scratch(gemv_scratch_bytes(ctx, c.weights[0], opt)).ok());
         const double ms = median_ms(stream, samples, launches, [&] {
           for (int i = 0; i < launches; ++i) {
-            gemv(ctx, xp, m, c.weights[i % c.weights.size()], y.as<float>(), splits);
+            gemv(ctx, xp, m, c.weights[i % c.weights.size()], y.as<float>(), opt);
           }
         });
         const double bytes = weight_bytes + m * s.k * 2.0 + m * s.n * 4.0;
         const double gbs = bytes / (ms * 1e-3) / 1e9;
-        std::printf("%-6s %-20s %2lld %-7s %9.2f %8.0f %7.3f %7.3f\n", weight_format_name(f),
-                    s.name, static_cast<long long>(m), label, ms * 1e3, gbs, gbs / peak_gbs,
-                    gbs / copy_gbs);
+        const std::string warps =
+            (opt.warps == 0 ? std::string("auto") : std::to_string(opt.warps)) +
+            (opt.stages == 0 ? "" : "/" + std::to_string(opt.stages));
+        std::printf("%-8s %-20s %2lld %-6s %9.2f %8.0f %7.3f %7.3f\n", weight_format_name(f),
+                    s.name, static_cast<long long>(m), warps.c_str(), ms * 1e3, gbs, gbs / peak_gbs,
+                    gbs / read_gbs);
       };
-      measure(1, 0, "auto");
-      measure(8, 0, "auto");
-      for (int splits : {1, 2, 4, 8}) {
-        measure(1, splits, std::to_string(splits).c_str());
-      }
+      for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}}) measure(m, {});
+      // Alternatives to the chosen grid, for the record: 8 warps per SM with 4 stages (more loads
+      // in flight per warp, fewer warps), and one warp per tile.
+      measure(1, {8 * ctx.num_sms(), 4});
+      measure(1, {static_cast<int>((s.n + 15) / 16), 3});
       if (f == WeightFormat::kBF16) {  // the peer: cuBLASLt on the same shape
         for (int64_t m : {int64_t{1}, int64_t{8}}) {
           const double ms = median_ms(stream, samples, launches, [&] {
@@ -208,9 +250,9 @@ int run(int argc, char** argv) {
           });
           const double bytes = weight_bytes + m * s.k * 2.0 + m * s.n * 4.0;
           const double gbs = bytes / (ms * 1e-3) / 1e9;
-          std::printf("%-6s %-20s %2lld %-7s %9.2f %8.0f %7.3f %7.3f\n", "cuBLASLt", s.name,
-                      static_cast<long long>(m), "-", ms * 1e3, gbs, gbs / peak_gbs,
-                      gbs / copy_gbs);
+          std::printf("%-8s %-20s %2lld %-5s %-6s %9.2f %8.0f %7.3f %7.3f\n", "cuBLASLt", s.name,
+                      static_cast<long long>(m), "-", "-", ms * 1e3, gbs, gbs / peak_gbs,
+                      gbs / read_gbs);
         }
       }
     }

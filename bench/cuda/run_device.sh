@@ -33,8 +33,9 @@ if [[ -n "$sanitize_filter" ]] && command -v compute-sanitizer >/dev/null; then
   echo "memcheck exit: $?"; grep -E 'ERROR SUMMARY|PASSED|FAILED' "$out/memcheck.log" | tail -5
 fi
 
-if command -v cuobjdump >/dev/null; then
-  cuobjdump -sass -arch sm_90 "$bin/gemv_bench" > "$out/gemv_bench.sass" 2>&1
+if command -v cuobjdump >/dev/null && [[ -f "$bin/sass_loops.py" ]]; then
+  cuobjdump -sass -arch sm_90 "$bin/gemv_bench" | python3 "$bin/sass_loops.py" gemv_kernel \
+    > "$out/gemv_loops.txt" 2>&1
 fi
 
 "$bin/gemv_bench" 2>&1 | tee "$out/bench.log"
