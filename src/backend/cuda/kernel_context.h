@@ -35,7 +35,9 @@ class KernelContext {
   const cudaDeviceProp& props() const { return props_; }
 
   // Grows the scratch to at least `bytes` (never shrinks); an error names the bytes and the free
-  // memory. Waits for the stream first, since queued kernels may still use the old scratch.
+  // memory, and leaves the scratch empty (the old block is freed first, so the two need not fit
+  // together) until a later call succeeds. Waits for the stream first, since queued kernels may
+  // still use the old scratch.
   Status reserve_scratch(size_t bytes);
   void* scratch() const { return scratch_.data(); }
   size_t scratch_bytes() const { return scratch_.bytes(); }
