@@ -1,0 +1,40 @@
+// The key list and mask shared by the attention kernels. A row of the batch sees a virtual key
+// list: the `capacity` cache slots first, then this call's T new keys. Sequence index of each key:
+// slot_seq_index[slot] (cache; -1 if empty or padding) or first_seq_index + j (new; -1 if padding).
+#pragma once
+
+#include "backend/cuda/kernels.h"
+
+namespace mistral::cuda {
+// Aborts on shapes or pointers the kernels cannot take.
+void check_attention_params(const AttentionParams& p);
+}  // namespace mistral::cuda
+
+namespace mistral::cuda::device {
+
+// Sequence index of virtual key j of batch row b, or -1 if it is empty or padding; *src is the
+// start of its key (and, with v_src, value) vector for kv head kvh.
+__device__ __forceinline__ int64_t key_at(const AttentionParams& p, int64_t b, int64_t kvh,
+                                          int64_t j, const bf16** k_src, const bf16** v_src) {
+  if (j < p.capacity) {
+    const int64_t off = ((b * p.capacity + j) * p.num_kv_heads + kvh) * p.head_dim;
+    *k_src = p.k_cache + off;
+    *v_src = p.v_cache + off;
+    const int64_t seq = p.slot_seq_index[j];
+    return p.slot_valid[b * p.capacity + j] != 0 && seq >= 0 ? seq : -1;
+  }
+  const int64_t jn = j - p.capacity;
+  const int64_t off = ((b * p.new_tokens + jn) * p.num_kv_heads + kvh) * p.head_dim;
+  *k_src = p.k + off;
+  *v_src = p.v + off;
+  return p.new_valid[b * p.new_tokens + jn] != 0 ? p.first_seq_index + jn : -1;
+}
+
+// Hugging Face's mask: causal, and inside the sliding window when there is one.
+__device__ __forceinline__ bool visible(int64_t q_seq, int64_t k_seq, int64_t window) {
+  return k_seq >= 0 && k_seq <= q_seq && (window <= 0 || q_seq - k_seq < window);
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+}  // namespace mistral::cuda::device

@@ -1,0 +1,272 @@
+// Element-wise and row-wise ops: RMSNorm (optionally fused with the residual add), rotary
+// embeddings, SwiGLU's silu(gate) * up, add, embedding gather. Memory-bound; rows whose length
+// and pointers allow it move 16 bytes per access, others one element at a time.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace mistral::cuda {
+namespace {
+
+using namespace device;
+
+template <typename T>
+constexpr int kVec = 16 / sizeof(T);  // elements per 16-byte access
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// V elements at p as float: one 16-byte access when V * sizeof(T) == 16.
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(const T* p, float (&f)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) f[i] = to_float(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) f[i] = to_float(p[i]);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* p, const float (&f)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) e[i] = from_float<T>(f[i]);
+    *reinterpret_cast<uint4*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) p[i] = from_float<T>(f[i]);
+  }
+}
+
+constexpr int kNormThreads = 256;
+
+__device__ float block_sum(float v) {
+  __shared__ float partial[kNormThreads / 32];
+  v = warp_sum(v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kNormThreads / 32; ++w) total += partial[w];  // same order in every thread
+  return total;
+}
+
+// One block per row. With `delta`, residual = residual + delta first (rounded to T) and the
+// norm reads that; each thread re-reads only elements it wrote itself.
+template <typename T, int V>
+__global__ void __launch_bounds__(kNormThreads)
+    rmsnorm_kernel(const T* __restrict__ x, T* residual, const T* __restrict__ delta, int64_t n,
+                   const T* __restrict__ weight, float eps, T* __restrict__ y) {
+  const int64_t row = blockIdx.x;
+  const T* xr = (delta != nullptr ? residual : x) + row * n;
+  float sum_sq = 0.0f;
+  for (int64_t i = int64_t(threadIdx.x) * V; i < n; i += int64_t(kNormThreads) * V) {
+    float f[V];
+    load_vec<T, V>(xr + i, f);
+    if (delta != nullptr) {
+      float d[V];
+      load_vec<T, V>(delta + row * n + i, d);
+#pragma unroll
+      for (int j = 0; j < V; ++j) f[j] = round_to<T>(f[j] + d[j]);
+      store_vec<T, V>(residual + row * n + i, f);
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) sum_sq = fmaf(f[j], f[j], sum_sq);
+  }
+  const float inv = 1.0f / sqrtf(block_sum(sum_sq) / static_cast<float>(n) + eps);
+  for (int64_t i = int64_t(threadIdx.x) * V; i < n; i += int64_t(kNormThreads) * V) {
+    float f[V], w[V];
+    load_vec<T, V>(xr + i, f);
+    load_vec<T, V>(weight + i, w);
+#pragma unroll
+    for (int j = 0; j < V; ++j) f[j] = w[j] * round_to<T>(f[j] * inv);
+    store_vec<T, V>(y + row * n + i, f);
+  }
+}
+
+template <typename T>
+void launch_rmsnorm(KernelContext& ctx, const T* x, T* residual, const T* delta, int64_t m,
+                    int64_t n, const T* weight, float eps, T* y) {
+  MISTRAL_CHECK(m >= 0 && n > 0) << "rmsnorm m=" << m << " n=" << n;
+  if (m == 0) return;
+  const bool vec = n % kVec<T> == 0 && aligned16(weight) && aligned16(y) &&
+                   aligned16(delta != nullptr ? delta : x) &&
+                   (residual == nullptr || aligned16(residual));
+  if (vec) {
+    rmsnorm_kernel<T, kVec<T>><<<static_cast<unsigned>(m), kNormThreads, 0, ctx.stream()>>>(
+        x, residual, delta, n, weight, eps, y);
+  } else {
+    rmsnorm_kernel<T, 1><<<static_cast<unsigned>(m), kNormThreads, 0, ctx.stream()>>>(
+        x, residual, delta, n, weight, eps, y);
+  }
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+// One block per token, one thread per (head, i < d/2) pair.
+template <typename T>
+__global__ void rope_kernel(T* x, int64_t heads, int64_t head_dim,
+                            const int64_t* __restrict__ positions,
+                            const float* __restrict__ inv_freq) {
+  const int64_t token = blockIdx.x;
+  const int64_t half = head_dim / 2;
+  const float pos = static_cast<float>(positions[token]);
+  for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
+    const int64_t h = idx / half, i = idx % half;
+    float s, c;
+    sincosf(__fmul_rn(pos, inv_freq[i]), &s, &c);
+    c = round_to<T>(c);
+    s = round_to<T>(s);
+    T* v = x + (token * heads + h) * head_dim;
+    const float a = to_float(v[i]), b = to_float(v[i + half]);
+    // Products and sums rounded one by one (no fused multiply-add), as torch's separate ops.
+    const float ac = round_to<T>(__fmul_rn(a, c)), bs = round_to<T>(__fmul_rn(b, s));
+    const float bc = round_to<T>(__fmul_rn(b, c)), as = round_to<T>(__fmul_rn(a, s));
+    v[i] = from_float<T>(__fsub_rn(ac, bs));
+    v[i + half] = from_float<T>(__fadd_rn(bc, as));
+  }
+}
+
+template <typename T, int V>
+__global__ void silu_mul_kernel(const T* __restrict__ gate, const T* __restrict__ up,
+                                T* __restrict__ out, int64_t n) {
+  for (int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < n;
+       i += int64_t(gridDim.x) * blockDim.x * V) {
+    float g[V], u[V];
+    load_vec<T, V>(gate + i, g);
+    load_vec<T, V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j) g[j] = __fmul_rn(round_to<T>(g[j] / (1.0f + expf(-g[j]))), u[j]);
+    store_vec<T, V>(out + i, g);
+  }
+}
+
+template <typename T, int V>
+__global__ void add_kernel(T* x, const T* __restrict__ y, int64_t n) {
+  for (int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < n;
+       i += int64_t(gridDim.x) * blockDim.x * V) {
+    float a[V], b[V];
+    load_vec<T, V>(x + i, a);
+    load_vec<T, V>(y + i, b);
+#pragma unroll
+    for (int j = 0; j < V; ++j) a[j] = __fadd_rn(a[j], b[j]);
+    store_vec<T, V>(x + i, a);
+  }
+}
+
+template <typename T>
+__global__ void embed_kernel(const bf16* __restrict__ table, int64_t vocab, int64_t hidden,
+                             const int32_t* __restrict__ ids, T* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  const int32_t id = ids[row];
+  const bool ok = id >= 0 && id < vocab;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+    out[row * hidden + i] =
+        from_float<T>(ok ? __bfloat162float(table[int64_t(id) * hidden + i]) : 0.0f);
+  }
+}
+
+// Enough blocks of 256 threads to cover n / V packs, at most 8 per SM (grid-stride beyond).
+unsigned elementwise_blocks(const KernelContext& ctx, int64_t packs) {
+  const int64_t blocks = (packs + 255) / 256;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, 8 * ctx.num_sms())));
+}
+
+}  // namespace
+
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta) {
+  MISTRAL_CHECK(head_dim > 0 && head_dim % 2 == 0) << "head_dim " << head_dim;
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta), exponent);
+  }
+  return inv_freq;
+}
+
+template <typename T>
+void rmsnorm(KernelContext& ctx, const T* x, int64_t m, int64_t n, const T* weight, float eps,
+             T* y) {
+  launch_rmsnorm<T>(ctx, x, nullptr, nullptr, m, n, weight, eps, y);
+}
+
+template <typename T>
+void add_rmsnorm(KernelContext& ctx, T* residual, const T* delta, int64_t m, int64_t n,
+                 const T* weight, float eps, T* y) {
+  launch_rmsnorm<T>(ctx, nullptr, residual, delta, m, n, weight, eps, y);
+}
+
+template <typename T>
+void rope(KernelContext& ctx, T* x, int64_t tokens, int64_t heads, int64_t head_dim,
+          const int64_t* positions, const float* inv_freq) {
+  MISTRAL_CHECK(head_dim > 0 && head_dim % 2 == 0 && heads > 0 && tokens >= 0)
+      << "rope tokens=" << tokens << " heads=" << heads << " head_dim=" << head_dim;
+  if (tokens == 0) return;
+  const int64_t pairs = heads * head_dim / 2;
+  const int threads = static_cast<int>(std::min<int64_t>(256, (pairs + 31) / 32 * 32));
+  rope_kernel<T><<<static_cast<unsigned>(tokens), threads, 0, ctx.stream()>>>(x, heads, head_dim,
+                                                                              positions, inv_freq);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void silu_mul(KernelContext& ctx, const T* gate, const T* up, T* out, int64_t n) {
+  MISTRAL_CHECK(n >= 0) << n;
+  if (n == 0) return;
+  if (n % kVec<T> == 0 && aligned16(gate) && aligned16(up) && aligned16(out)) {
+    silu_mul_kernel<T, kVec<T>>
+        <<<elementwise_blocks(ctx, n / kVec<T>), 256, 0, ctx.stream()>>>(gate, up, out, n);
+  } else {
+    silu_mul_kernel<T, 1><<<elementwise_blocks(ctx, n), 256, 0, ctx.stream()>>>(gate, up, out, n);
+  }
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void add(KernelContext& ctx, T* x, const T* y, int64_t n) {
+  MISTRAL_CHECK(n >= 0) << n;
+  if (n == 0) return;
+  if (n % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
+    add_kernel<T, kVec<T>><<<elementwise_blocks(ctx, n / kVec<T>), 256, 0, ctx.stream()>>>(x, y, n);
+  } else {
+    add_kernel<T, 1><<<elementwise_blocks(ctx, n), 256, 0, ctx.stream()>>>(x, y, n);
+  }
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids,
+           int64_t n, T* out) {
+  MISTRAL_CHECK(vocab > 0 && hidden > 0 && n >= 0)
+      << "embed vocab=" << vocab << " hidden=" << hidden << " n=" << n;
+  if (n == 0) return;
+  embed_kernel<T>
+      <<<static_cast<unsigned>(n), 256, 0, ctx.stream()>>>(table, vocab, hidden, ids, out);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+#define MISTRAL_INSTANTIATE(T)                                                                   \
+  template void rmsnorm<T>(KernelContext&, const T*, int64_t, int64_t, const T*, float, T*);     \
+  template void add_rmsnorm<T>(KernelContext&, T*, const T*, int64_t, int64_t, const T*, float,  \
+                               T*);                                                              \
+  template void rope<T>(KernelContext&, T*, int64_t, int64_t, int64_t, const int64_t*,           \
+                        const float*);                                                           \
+  template void silu_mul<T>(KernelContext&, const T*, const T*, T*, int64_t);                    \
+  template void add<T>(KernelContext&, T*, const T*, int64_t);                                   \
+  template void embed<T>(KernelContext&, const bf16*, int64_t, int64_t, const int32_t*, int64_t, \
+                         T*);
+MISTRAL_INSTANTIATE(float)
+MISTRAL_INSTANTIATE(bf16)
+#undef MISTRAL_INSTANTIATE
+
+}  // namespace mistral::cuda

@@ -1,0 +1,136 @@
+// Prefill GEMM through cuBLASLt, and the linear() dispatch between it and the decode GEMV.
+//
+// cuBLASLt is column-major: y[m, n] row-major is the column-major n x m matrix D = W x^T, where
+// W [n, k] row-major is the column-major k x n matrix A used transposed, and x [m, k] row-major
+// is the column-major k x m matrix B. bf16 A and B, float32 compute and scale, bf16 or float D.
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace mistral::cuda {
+namespace {
+
+// The largest power of two up to 256 dividing the address: cuBLASLt's heuristic assumes 256-byte
+// aligned operands unless told otherwise, and may pick a kernel that needs it.
+uint32_t alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+template <typename OutT>
+constexpr cudaDataType_t out_type() {
+  return std::is_same_v<OutT, float> ? CUDA_R_32F : CUDA_R_16BF;
+}
+
+// RAII for the cuBLASLt descriptors of one call.
+struct LtDescs {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  ~LtDescs() {
+    if (d != nullptr) MISTRAL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(d));
+    if (b != nullptr) MISTRAL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(b));
+    if (a != nullptr) MISTRAL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(a));
+    if (op != nullptr) MISTRAL_CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+  }
+};
+
+// y[m, 0:rows] (row stride ldy) = x[m, k] * w_rows[rows, k]^T, all bf16 W.
+template <typename OutT>
+void lt_matmul(KernelContext& ctx, const bf16* x, int64_t m, const bf16* w, int64_t rows, int64_t k,
+               OutT* y, int64_t ldy) {
+  LtDescs desc;
+  const cudaDataType_t dtype = out_type<OutT>();
+  MISTRAL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  MISTRAL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                      &trans_a, sizeof(trans_a)));
+  MISTRAL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                      &trans_b, sizeof(trans_b)));
+  MISTRAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&desc.a, CUDA_R_16BF, k, rows, k));
+  MISTRAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&desc.b, CUDA_R_16BF, k, m, k));
+  MISTRAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&desc.d, dtype, rows, m, ldy));
+
+  const uint32_t align_a = alignment(w), align_b = alignment(x), align_d = alignment(y);
+  const KernelContext::GemmKey key{m, rows, k, static_cast<int>(dtype), align_a, align_b, align_d};
+  auto it = ctx.gemm_algos().find(key);
+  if (it == ctx.gemm_algos().end()) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    MISTRAL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t ws = ctx.cublas_workspace_bytes();
+    MISTRAL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
+    for (const auto& [attr, value] : aligns) {
+      MISTRAL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value)));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    MISTRAL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.cublas_lt(), desc.op, desc.a, desc.b,
+                                                        desc.d, desc.d, pref, 1, &result, &found));
+    MISTRAL_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    MISTRAL_CHECK(found > 0) << "cuBLASLt has no algorithm for bf16 GEMM m=" << m << " n=" << rows
+                             << " k=" << k;
+    it = ctx.gemm_algos().emplace(key, result.algo).first;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  MISTRAL_CUBLAS_CHECK(cublasLtMatmul(ctx.cublas_lt(), desc.op, &alpha, w, desc.a, x, desc.b, &beta,
+                                      y, desc.d, y, desc.d, &it->second, ctx.cublas_workspace(),
+                                      ctx.cublas_workspace_bytes(), ctx.stream()));
+}
+
+template <typename OutT>
+void gemm_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y) {
+  MISTRAL_CHECK(m >= 1 && w.n >= 1 && w.k >= 1) << "gemm m=" << m << " n=" << w.n << " k=" << w.k;
+  if (w.format == WeightFormat::kBF16) {
+    lt_matmul(ctx, x, m, static_cast<const bf16*>(w.data), w.n, w.k, y, w.n);
+    return;
+  }
+  // As many rows as the scratch holds, a multiple of 16 (cuBLASLt prefers aligned tiles).
+  const int64_t row_bytes = w.k * static_cast<int64_t>(sizeof(bf16));
+  int64_t chunk = static_cast<int64_t>(ctx.scratch_bytes()) / row_bytes / 16 * 16;
+  MISTRAL_CHECK(chunk >= 16) << "gemm of a " << weight_format_name(w.format)
+                             << " weight with k=" << w.k << " needs at least " << 16 * row_bytes
+                             << " bytes of scratch; call reserve_scratch first";
+  chunk = std::min(chunk, w.n);
+  auto* tile = static_cast<bf16*>(ctx.scratch());
+  for (int64_t r0 = 0; r0 < w.n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, w.n - r0);
+    dequantize(ctx, w, r0, r0 + rows, tile);
+    lt_matmul(ctx, x, m, tile, rows, w.k, y + r0, w.n);
+  }
+}
+
+}  // namespace
+
+void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
+  gemm_impl(ctx, x, m, w, y);
+}
+void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y) {
+  gemm_impl(ctx, x, m, w, y);
+}
+
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
+  if (m <= kMaxGemvRows) {
+    gemv(ctx, x, m, w, y);
+  } else {
+    gemm(ctx, x, m, w, y);
+  }
+}
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y) {
+  if (m <= kMaxGemvRows) {
+    gemv(ctx, x, m, w, y);
+  } else {
+    gemm(ctx, x, m, w, y);
+  }
+}
+
+}  // namespace mistral::cuda

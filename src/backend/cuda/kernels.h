@@ -1,0 +1,197 @@
+// The CUDA kernel library: the ops a model's forward pass needs, on device memory, enqueued on a
+// KernelContext's stream (asynchronous; nothing here synchronizes unless it says so). Activations
+// are bf16 (or float where an overload says so) and every kernel accumulates in float32. Every
+// pointer is device memory unless named *_host; vectors of bf16 rows must be 16-byte aligned.
+// Built for sm_80 and newer (bf16 tensor-core mma); tuned for sm_90 (H100/H200).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/kernel_context.h"
+
+namespace mistral::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---------------------------------------------------------------- linear layers
+
+enum class WeightFormat : uint8_t {
+  kBF16,  // data: bf16 [n, k] row-major
+  kInt8,  // data: int8 q [n, k]; w[r][c] = scales[r][c / 32] * q[r][c]
+  // data: uint8 [n, k / 2]; each group of 32 elements is 16 bytes whose byte j holds element j in
+  // its low nibble and element j + 16 in its high nibble, unsigned with offset 8:
+  // w[r][c] = scales[r][c / 32] * (nibble - 8) (ggml's Q4_0 order, scales kept apart).
+  kInt4,
+};
+inline constexpr int64_t kQuantGroup = 32;
+
+const char* weight_format_name(WeightFormat format);
+
+// A weight matrix W [n, k] (nn.Linear layout) in device memory, borrowed. k must be a multiple of
+// 8 (bf16) or 32 (quantized), and `data` 16-byte aligned.
+struct DeviceWeight {
+  WeightFormat format = WeightFormat::kBF16;
+  int64_t n = 0;
+  int64_t k = 0;
+  const void* data = nullptr;
+  const __half* scales = nullptr;  // f16 [n, k / 32] for kInt8 / kInt4, else unused
+
+  size_t data_bytes() const;
+  size_t scale_bytes() const;
+};
+
+// Decode GEMV y[m, n] = x[m, k] * W^T for 1 <= m <= kMaxGemvRows. Streams W once through a
+// cp.async shared-memory pipeline (whole 128-byte lines), its rows shared evenly among one-warp
+// blocks (stream-K); the products run on tensor cores (mma m16n8k16 bf16, float32 accumulation),
+// quantized weights are expanded exactly to bf16 in registers (q and nibble - 8 are small
+// integers) and the group scale multiplies each group's partial sum in float32. Results do not
+// depend on m (a row of x gives the same bits alone or in a batch) and are the same on every run
+// (fixed-order reductions). Needs gemv_scratch_bytes of scratch.
+// For tests and tuning: `warps` > 0 replaces the chosen grid (each warp streams an equal share of
+// W; shares that split a tile's rows are added by the last warp to finish); `stages` picks 3 or 4
+// pipeline stages.
+struct GemvOptions {
+  int warps = 0;
+  int stages = 0;
+};
+inline constexpr int64_t kMaxGemvRows = 8;
+void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y,
+          const GemvOptions& options = {});
+void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y,
+          const GemvOptions& options = {});
+// Scratch bytes gemv needs for this weight shape (0 when no tile is shared between warps).
+size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
+                          const GemvOptions& options = {});
+
+// Prefill GEMM y[m, n] = x[m, k] * W^T through cuBLASLt: bf16 inputs, float32 accumulation.
+// Quantized weights take a dequantize-to-bf16 path for now: tiles of rows of W are expanded to
+// bf16 (bf16(scale * q): one more rounding than gemv's exact expansion) in the context's scratch,
+// as many rows at a time as the scratch holds, then multiplied by cuBLASLt.
+void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
+void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
+
+// gemv for m <= kMaxGemvRows, else gemm.
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
+
+// out[r - row_begin][c] = bf16(w[r][c]) for rows [row_begin, row_end).
+void dequantize(KernelContext& ctx, const DeviceWeight& w, int64_t row_begin, int64_t row_end,
+                bf16* out);
+
+// ---------------------------------------------------------------- element-wise, row-wise
+// T is float or bf16. With bf16, each op rounds where Hugging Face's bf16 model rounds (each torch
+// op on bf16 tensors computes in float32 and rounds its result); with float they are the CPU
+// backend's float32 formulas.
+
+// y = x / sqrt(mean(x^2) + eps) * weight over rows of n, mean in float32. bf16: as HF's
+// MistralRMSNorm, weight * bf16(x_f32 * rsqrt(var + eps)).
+template <typename T>
+void rmsnorm(KernelContext& ctx, const T* x, int64_t m, int64_t n, const T* weight, float eps,
+             T* y);
+// residual += delta (rounded to T), then y = rmsnorm(residual): the decoder layer's residual add
+// fused with the next norm.
+template <typename T>
+void add_rmsnorm(KernelContext& ctx, T* residual, const T* delta, int64_t m, int64_t n,
+                 const T* weight, float eps, T* y);
+// Rotates x[tokens, heads, head_dim] in place (rotate_half): for i < d/2, with
+// angle = float(position) * inv_freq[i] in float32, x_i' = x_i cos - x_{i+d/2} sin and
+// x_{i+d/2}' = x_{i+d/2} cos + x_i sin. inv_freq [d/2] (device) is a model constant, computed
+// once by rope_inv_freq. bf16: cos and sin are rounded to bf16 and each product and the sum are
+// rounded, as in HF's apply_rotary_pos_emb.
+template <typename T>
+void rope(KernelContext& ctx, T* x, int64_t tokens, int64_t heads, int64_t head_dim,
+          const int64_t* positions, const float* inv_freq);
+// inv_freq_i = 1 / theta^(2i/d) as transformers and the CPU backend compute it: a float32 power
+// of float32 operands (std::pow), then a float32 reciprocal. Host function.
+std::vector<float> rope_inv_freq(int64_t head_dim, double theta);
+// out = silu(gate) * up. bf16: bf16(bf16(silu(gate)) * up).
+template <typename T>
+void silu_mul(KernelContext& ctx, const T* gate, const T* up, T* out, int64_t n);
+// x += y.
+template <typename T>
+void add(KernelContext& ctx, T* x, const T* y, int64_t n);
+// out[i] = table[ids[i]] (exact). Ids are validated by the caller; an id outside [0, vocab) gives
+// a zero row rather than a read out of bounds.
+template <typename T>
+void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids,
+           int64_t n, T* out);
+
+// ---------------------------------------------------------------- attention
+
+// The device form of backend.h's AttentionArgs, with the same mask: the key at sequence index k
+// is visible to the query at sequence index q iff the key is not padding, k <= q, and, with a
+// sliding window W > 0, q - k < W. Queries see the cache (a ring of `capacity` slots per row,
+// filled before this call) and the keys of this call. head_dim is 64 or 128; num_heads is a
+// multiple of num_kv_heads (grouped-query attention).
+struct AttentionParams {
+  int64_t batch = 0;
+  int64_t new_tokens = 0;  // T
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t first_seq_index = 0;  // sequence index of the first new token (same for every row)
+  int64_t sliding_window = 0;   // 0: none
+  float scale = 1.0f;           // 1/sqrt(head_dim)
+
+  const bf16* q = nullptr;             // [B, T, heads, head_dim], rotary applied
+  const bf16* k = nullptr;             // [B, T, kv_heads, head_dim], rotary applied
+  const bf16* v = nullptr;             // [B, T, kv_heads, head_dim]
+  const uint8_t* new_valid = nullptr;  // [B, T], 1 real token, 0 padding
+
+  int64_t capacity = 0;
+  const bf16* k_cache = nullptr;            // [B, capacity, kv_heads, head_dim]
+  const bf16* v_cache = nullptr;            // [B, capacity, kv_heads, head_dim]
+  const int64_t* slot_seq_index = nullptr;  // [capacity], -1 for empty slots
+  const uint8_t* slot_valid = nullptr;      // [B, capacity]
+
+  bf16* out = nullptr;  // [B, T, heads, head_dim]; queries with no visible key get zeros
+};
+
+// Chooses decode (new_tokens * group <= kMaxDecodeRows) or prefill.
+void attention(KernelContext& ctx, const AttentionParams& p);
+// Flash attention (FlashAttention-2 scheme) on tensor cores: 64 query rows per block against
+// 64-key tiles staged in shared memory, online softmax in float32, P rounded to bf16 for P*V as
+// in HF's bf16 eager attention. Any T.
+void attention_prefill(KernelContext& ctx, const AttentionParams& p);
+// Flash-decoding: the keys are split across blocks, each keeping a float32 online softmax, and a
+// second kernel merges the splits. Needs new_tokens * group <= kMaxDecodeRows and
+// attention_decode_scratch_bytes of scratch.
+inline constexpr int64_t kMaxDecodeRows = 16;
+void attention_decode(KernelContext& ctx, const AttentionParams& p);
+size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p);
+
+// ---------------------------------------------------------------- sampling
+
+// Per-row sampling parameters (device array), validated by the caller as SamplingParams are.
+struct SampleParams {
+  int32_t greedy = 0;  // nonzero: argmax, the rest ignored, no random number consumed
+  float temperature = 1.0f;
+  int32_t top_k = 0;  // <= 0 or >= vocab: off
+  float top_p = 1.0f;
+};
+
+// xoshiro256** state, seeded exactly as sampling/rng.h's Xoshiro256 (SplitMix64), so a seed gives
+// the same stream on the device as on the CPU.
+struct RngState {
+  uint64_t s[4];
+};
+// Seeds states[i] from seeds_host[i]; copies synchronously with respect to the host.
+void init_rng(KernelContext& ctx, const uint64_t* seeds_host, int64_t rows, RngState* states);
+
+// ids[r] = the lowest index of the largest non-NaN logit of row r (0 if all are NaN).
+void argmax(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab, int32_t* ids);
+// One token per row, only ids leave the device. Greedy rows: argmax. Other rows, in HF's order:
+// NaN -> -inf; x / temperature; top-k keeps entries >= the k-th largest (ties stay); top-p sorts
+// ascending (ties by ascending id), removes entries whose cumulative probability is <= 1 - top_p
+// and always keeps the largest; then one draw u in [0, 1) from the row's stream and the first id
+// (ascending) whose running weight exp(x - max) exceeds u * total. When nothing is left above
+// -inf, the argmax of the raw row. See sampling.cu for how the cut is found without a sort.
+void sample(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab,
+            const SampleParams* params, RngState* states, int32_t* ids);
+
+}  // namespace mistral::cuda

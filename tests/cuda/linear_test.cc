@@ -1,0 +1,239 @@
+// The decode GEMV, the cuBLASLt GEMM, dequantization and device-memory errors, against
+// double-precision references computed here from the exact weight values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+
+namespace mistral::cuda::testing {
+namespace {
+
+const WeightFormat kFormats[] = {WeightFormat::kBF16, WeightFormat::kInt8, WeightFormat::kInt4};
+
+// y = x * W^T in double; `mag` = sum of |x_p w_p|, the scale of float32 rounding error.
+void reference(const std::vector<float>& x, int64_t m, const TestWeight& w, std::vector<double>* y,
+               std::vector<double>* mag, const std::vector<double>* weights = nullptr) {
+  const std::vector<double>& wv = weights != nullptr ? *weights : w.dequant;
+  y->assign(m * w.n, 0.0);
+  mag->assign(m * w.n, 0.0);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < w.n; ++j) {
+      double s = 0, a = 0;
+      for (int64_t p = 0; p < w.k; ++p) {
+        const double t = double(x[i * w.k + p]) * wv[j * w.k + p];
+        s += t;
+        a += std::fabs(t);
+      }
+      (*y)[i * w.n + j] = s;
+      (*mag)[i * w.n + j] = a;
+    }
+  }
+}
+
+struct Inputs {
+  std::vector<float> x;  // bf16-rounded values
+  DeviceBuffer d_x;
+};
+
+Inputs make_x(int64_t m, int64_t k, uint32_t seed) {
+  Inputs in;
+  const std::vector<BF16> xb = to_bf16(randn(m * k, seed), &in.x);
+  in.d_x = upload(xb);
+  return in;
+}
+
+// GEMV products are exact and accumulate in float32 (tensor-core adds, group partial sums times
+// the scale): errors stay near 2^-24 * sqrt(k) * mag. The bound 4e-5 * mag (vs ~4e-3 for bf16
+// weights rounded once more) is tight enough to catch a wrong element, nibble or scale.
+constexpr double kGemvTol = 4e-5;
+
+void expect_close(const std::vector<float>& y, const std::vector<double>& ref,
+                  const std::vector<double>& mag, double rel_tol, double out_rel,
+                  const std::string& what) {
+  ASSERT_EQ(y.size(), ref.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(y[i])) << what << " element " << i << " not written or not finite";
+    ASSERT_NEAR(y[i], ref[i], rel_tol * mag[i] + out_rel * std::fabs(ref[i]) + 1e-30)
+        << what << " element " << i;
+  }
+}
+
+TEST_F(CudaTest, GemvMatchesReferenceOverOddShapesAndEveryRowCount) {
+  struct Shape {
+    int64_t n, k;
+  };
+  const Shape bf16_shapes[] = {{1, 8}, {15, 40}, {17, 264}, {100, 1000}, {333, 2056}};
+  const Shape quant_shapes[] = {{1, 32}, {15, 96}, {17, 224}, {100, 1056}, {333, 2080}};
+  ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
+  uint32_t seed = 1;
+  for (WeightFormat f : kFormats) {
+    for (const Shape& s : f == WeightFormat::kBF16 ? bf16_shapes : quant_shapes) {
+      const TestWeight w = make_weight(f, s.n, s.k, seed++);
+      const Inputs in = make_x(kMaxGemvRows, s.k, seed++);
+      std::vector<double> ref, mag;
+      reference(in.x, kMaxGemvRows, w, &ref, &mag);
+      for (int64_t m = 1; m <= kMaxGemvRows; ++m) {
+        // Default grid; one warp for everything; 7 warps (shares split tiles at odd places);
+        // one run per warp (every tile split among all its runs' warps).
+        for (auto [warps, stages] : {std::pair{0, 0}, {1, 4}, {7, 3}, {100000, 4}}) {
+          const std::string what = std::string(weight_format_name(f)) +
+                                   " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k) +
+                                   " m=" + std::to_string(m) + " warps=" + std::to_string(warps) +
+                                   " stages=" + std::to_string(stages);
+          const GemvOptions opt{warps, stages};
+          ASSERT_TRUE(ctx().reserve_scratch(gemv_scratch_bytes(ctx(), w.device(), opt)).ok());
+          DeviceBuffer y = poisoned(m * s.n * sizeof(float));
+          gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>(), opt);
+          const std::vector<double> r(ref.begin(), ref.begin() + m * s.n);
+          const std::vector<double> a(mag.begin(), mag.begin() + m * s.n);
+          expect_close(download<float>(y, m * s.n), r, a, kGemvTol, 0.0, what);
+          if (HasFatalFailure()) return;
+        }
+      }
+      // bf16 output: the float32 result rounded once more (half an ulp, 2^-9 relative).
+      DeviceBuffer yb = poisoned(kMaxGemvRows * s.n * sizeof(bf16));
+      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(), yb.as<bf16>());
+      const std::vector<BF16> got = download<BF16>(yb, kMaxGemvRows * s.n);
+      std::vector<float> gotf(got.size());
+      for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
+      expect_close(gotf, ref, mag, kGemvTol, 1.0 / 256, "bf16 out");
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST_F(CudaTest, GemvMistralShapesMatchReference) {
+  ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
+  uint32_t seed = 100;
+  for (WeightFormat f : kFormats) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{1024, 4096}, {4096, 14336}}) {
+      const TestWeight w = make_weight(f, n, k, seed++);
+      const Inputs in = make_x(kMaxGemvRows, k, seed++);
+      std::vector<double> ref, mag;
+      reference(in.x, kMaxGemvRows, w, &ref, &mag);
+      DeviceBuffer y = poisoned(kMaxGemvRows * n * sizeof(float));
+      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(), y.as<float>());
+      expect_close(
+          download<float>(y, kMaxGemvRows * n), ref, mag, kGemvTol, 0.0,
+          std::string(weight_format_name(f)) + " " + std::to_string(n) + "x" + std::to_string(k));
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+// A row of x gives the same bits alone or in a batch of 8, and the same bits on every run.
+TEST_F(CudaTest, GemvIsBatchInvariantAndDeterministic) {
+  ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
+  for (auto [warps, stages] : {std::pair{0, 0}, {7, 4}}) {
+    for (WeightFormat f : kFormats) {
+      const GemvOptions opt{warps, stages};
+      const int64_t n = 1000, k = 4096;
+      const TestWeight w = make_weight(f, n, k, 7);
+      const Inputs in = make_x(kMaxGemvRows, k, 8);
+      DeviceBuffer batch = poisoned(kMaxGemvRows * n * sizeof(float));
+      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(),
+           batch.as<float>(), opt);
+      const std::vector<float> all = download<float>(batch, kMaxGemvRows * n);
+      gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(),
+           batch.as<float>(), opt);
+      EXPECT_EQ(all, download<float>(batch, kMaxGemvRows * n)) << weight_format_name(f);
+      for (int64_t row = 0; row < kMaxGemvRows; ++row) {
+        DeviceBuffer one = poisoned(n * sizeof(float));
+        gemv(ctx(), static_cast<const bf16*>(in.d_x.data()) + row * k, 1, w.device(),
+             one.as<float>(), opt);
+        const std::vector<float> alone = download<float>(one, n);
+        EXPECT_EQ(alone, std::vector<float>(all.begin() + row * n, all.begin() + (row + 1) * n))
+            << weight_format_name(f) << " row " << row;
+      }
+    }
+  }
+}
+
+TEST_F(CudaTest, DequantizeGivesBf16OfScaleTimesQ) {
+  for (WeightFormat f : kFormats) {
+    const TestWeight w = make_weight(f, 37, 96, 11);
+    DeviceBuffer out = poisoned(30 * 96 * sizeof(bf16));
+    dequantize(ctx(), w.device(), 5, 35, out.as<bf16>());
+    const std::vector<BF16> got = download<BF16>(out, 30 * 96);
+    for (int64_t i = 0; i < 30 * 96; ++i) {
+      // scale * q is exact in float32 (11 + 8 significant bits), then rounded to bf16.
+      const BF16 want = float_to_bf16(static_cast<float>(w.dequant[5 * 96 + i]));
+      ASSERT_EQ(got[i].bits, want.bits) << weight_format_name(f) << " element " << i;
+    }
+  }
+}
+
+TEST_F(CudaTest, GemmMatchesReferenceForEveryFormatAndOutputType) {
+  // A small scratch, so quantized weights go through several dequantized tiles.
+  auto small = KernelContext::create(nullptr, size_t{48} << 10);
+  ASSERT_TRUE(small.ok()) << small.status().message();
+  uint32_t seed = 200;
+  for (WeightFormat f : kFormats) {
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{9, 17, 96},
+                           {33, 300, 256},
+                           {130, 64, 512},
+                           {512, 96, 1024}}) {
+      const TestWeight w = make_weight(f, n, k, seed++);
+      const Inputs in = make_x(m, k, seed++);
+      // Quantized weights are multiplied as bf16(scale * q): the reference uses those values.
+      std::vector<double> rounded = w.dequant;
+      for (double& v : rounded) v = bf16_round(static_cast<float>(v));
+      std::vector<double> ref, mag;
+      reference(in.x, m, w, &ref, &mag, &rounded);
+      const std::string what = std::string(weight_format_name(f)) + " m=" + std::to_string(m) +
+                               " n=" + std::to_string(n) + " k=" + std::to_string(k);
+      DeviceBuffer y = poisoned(m * n * sizeof(float));
+      gemm(**small, static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>());
+      // cuBLASLt accumulates in float32 (possibly split over k): same bound as the GEMV.
+      expect_close(download<float>(y, m * n), ref, mag, kGemvTol, 0.0, what);
+      DeviceBuffer yb = poisoned(m * n * sizeof(bf16));
+      linear(**small, static_cast<const bf16*>(in.d_x.data()), m, w.device(), yb.as<bf16>());
+      const std::vector<BF16> got = download<BF16>(yb, m * n);
+      std::vector<float> gotf(got.size());
+      for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
+      expect_close(gotf, ref, mag, kGemvTol, 1.0 / 256, what + " bf16 out");
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST_F(CudaTest, LinearDispatchesBothPaths) {
+  ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
+  const TestWeight w = make_weight(WeightFormat::kInt4, 200, 512, 31);
+  for (int64_t m : {kMaxGemvRows, kMaxGemvRows + 1}) {
+    const Inputs in = make_x(m, 512, 32);
+    std::vector<double> ref, mag;
+    std::vector<double> rounded = w.dequant;
+    if (m > kMaxGemvRows) {
+      for (double& v : rounded) v = bf16_round(static_cast<float>(v));
+    }
+    reference(in.x, m, w, &ref, &mag, &rounded);
+    DeviceBuffer y = poisoned(m * 200 * sizeof(float));
+    linear(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>());
+    expect_close(download<float>(y, m * 200), ref, mag, kGemvTol, 0.0,
+                 "linear m=" + std::to_string(m));
+  }
+}
+
+TEST_F(CudaTest, FailedAllocationNamesBytesAndFreeMemory) {
+  const size_t huge = size_t{1} << 52;  // 4 PiB
+  auto r = DeviceBuffer::allocate(huge, "a test tensor");
+  ASSERT_FALSE(r.ok());
+  const std::string& msg = r.status().message();
+  EXPECT_NE(msg.find(std::to_string(huge) + " bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("a test tensor"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("free of"), std::string::npos) << msg;
+  const Status st = ctx().reserve_scratch(huge);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("CUDA kernel scratch"), std::string::npos) << st.message();
+  // The failure left no error behind: the device still works.
+  auto ok = DeviceBuffer::allocate(1024, "small");
+  EXPECT_TRUE(ok.ok());
+  MISTRAL_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace
+}  // namespace mistral::cuda::testing
