@@ -54,7 +54,8 @@ TEST_P(FixtureTest, EachRowAloneMatchesTransformers) {
     ASSERT_TRUE(cache.ok());
     auto out = model->forward(ids, mask, 1, *cache);
     ASSERT_TRUE(out.ok()) << out.status().message();
-    Array expected = read_array(ref + "/expected_single.safetensors", "logits." + std::to_string(b));
+    Array expected =
+        read_array(ref + "/expected_single.safetensors", "logits." + std::to_string(b));
     ASSERT_EQ(out->logits.size(), expected.data.size());
     expect_close(masked_diff(out->logits.data(), expected.data.data(), mask, expected.shape[1]),
                  name + " row " + std::to_string(b) + " alone");

@@ -32,7 +32,8 @@ TEST(GenerationRequest, BadRequestsNameTheParameter) {
   expect_error(validate_generation_request(c, {}, greedy(4)), "prompts");
   expect_error(validate_generation_request(c, {{}}, greedy(4)), "prompt 0 is empty");
   expect_error(validate_generation_request(c, {{5, -1}}, greedy(4)), "prompt 0 token 1 = -1");
-  expect_error(validate_generation_request(c, {{5}, {5, 256}}, greedy(4)), "prompt 1 token 1 = 256");
+  expect_error(validate_generation_request(c, {{5}, {5, 256}}, greedy(4)),
+               "prompt 1 token 1 = 256");
   expect_error(validate_generation_request(c, two_prompts(), greedy(-1)), "max_new_tokens");
   expect_error(validate_generation_request(c, two_prompts(), greedy(int64_t{1} << 40)),
                "exceeds the context");
@@ -128,13 +129,15 @@ TEST(Forward, BadInputsLeaveTheCacheUntouched) {
                "input_ids[0][1] = 256");
   expect_error(model->forward(std::vector<int32_t>{-3, 5}, ones, 1, *cache).status(),
                "input_ids[0][0] = -3");
-  expect_error(model->forward(std::vector<int32_t>{5, 6}, std::vector<uint8_t>{1, 2}, 1, *cache)
-                   .status(),
-               "attention_mask[0][1]");
+  expect_error(
+      model->forward(std::vector<int32_t>{5, 6}, std::vector<uint8_t>{1, 2}, 1, *cache).status(),
+      "attention_mask[0][1]");
   expect_error(model->forward(std::vector<int32_t>{5, 6}, ones, 2, *cache).status(), "batch");
   EXPECT_EQ(cache->length(), 0);
-  ASSERT_TRUE(model->forward(std::vector<int32_t>{5, 6, 7}, std::vector<uint8_t>(3, 1), 1, *cache).ok());
-  expect_error(model->forward(std::vector<int32_t>{5, 6}, ones, 1, *cache).status(), "kv cache full");
+  ASSERT_TRUE(
+      model->forward(std::vector<int32_t>{5, 6, 7}, std::vector<uint8_t>(3, 1), 1, *cache).ok());
+  expect_error(model->forward(std::vector<int32_t>{5, 6}, ones, 1, *cache).status(),
+               "kv cache full");
   EXPECT_EQ(cache->length(), 3);
 }
 
