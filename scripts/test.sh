@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test: the Release build under CTest (in parallel), then the
-# loader and model tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Builds everything and runs every test: the Release build under CTest (in parallel; the CUDA
+# library too where nvcc is installed), then the loader and model tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 jobs=$(nproc)
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# With nvcc present the CUDA kernel library and its tests are compiled and linked too; its tests
+# (CTest label gpu) skip on a machine without a GPU.
+cuda=OFF
+if command -v nvcc >/dev/null 2>&1; then cuda=ON; fi
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMISTRAL_CUDA="$cuda" >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure --timeout 600
 
