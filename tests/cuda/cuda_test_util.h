@@ -18,6 +18,7 @@
 #include "backend/cuda/kernel_context.h"
 #include "backend/cuda/kernels.h"
 #include "core/half.h"
+#include "random_values.h"
 
 namespace mistral::cuda::testing {
 
@@ -80,13 +81,7 @@ inline DeviceBuffer poisoned(size_t bytes) {
   return b;
 }
 
-inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using mistral::testing::randn;
 
 // bf16 storage of `values` (round to nearest even); `rounded` receives the values it holds.
 inline std::vector<BF16> to_bf16(const std::vector<float>& values, std::vector<float>* rounded) {
