@@ -23,3 +23,10 @@ echo "== text in, text out (random weights: expect gibberish, streamed as it is 
 $mistral generate --model "$model" --prompt "The capital of France is" --max-new-tokens 16 --greedy
 echo "== speed"
 $mistral bench --model "$model" --prompt-tokens 64 --new-tokens 32
+echo "== int4 weights (mistral quantize), bf16 KV cache"
+rm -rf build/demo-model-int4
+$mistral quantize --model "$model" --out build/demo-model-int4 --weights int4
+cp "$model/tokenizer.model" build/demo-model-int4/
+$mistral generate --model build/demo-model-int4 --prompt "The capital of France is" \
+  --max-new-tokens 16 --greedy --kv-cache bf16
+$mistral bench --model build/demo-model-int4 --prompt-tokens 64 --new-tokens 32 --kv-cache bf16
