@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the engine, writes a small random-weight Mistral checkpoint (Hugging Face layout), and
-# generates from it: greedy, then sampled, then the speed at batch 1.
+# generates from it: greedy, sampled, from text, the speed at batch 1, and again with int4 weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
