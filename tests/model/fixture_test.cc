@@ -72,28 +72,8 @@ TEST_P(FixtureTest, CachedDecodeEqualsFullForward) {
   Inputs in = read_inputs(ref + "/inputs.json");
   Array expected = read_array(ref + "/expected.safetensors", "logits");
   const int64_t vocab = expected.shape[2];
-  auto cache = KvCache::create(model->config(), in.batch, in.seq);
-  ASSERT_TRUE(cache.ok());
-  std::vector<float> logits(in.batch * in.seq * vocab);
-  int64_t t = 0;
-  while (t < in.seq) {
-    const int64_t chunk = t == 0 ? in.seq / 2 : 1;
-    std::vector<int32_t> ids;
-    std::vector<uint8_t> mask;
-    for (int64_t b = 0; b < in.batch; ++b) {
-      for (int64_t j = t; j < t + chunk; ++j) {
-        ids.push_back(in.ids[b * in.seq + j]);
-        mask.push_back(in.mask[b * in.seq + j]);
-      }
-    }
-    auto out = model->forward(ids, mask, in.batch, *cache);
-    ASSERT_TRUE(out.ok()) << out.status().message();
-    for (int64_t b = 0; b < in.batch; ++b) {
-      std::copy_n(out->logits.data() + b * chunk * vocab, chunk * vocab,
-                  logits.data() + (b * in.seq + t) * vocab);
-    }
-    t += chunk;
-  }
+  const std::vector<float> logits = cached_decode_logits(*model, in, vocab);
+  ASSERT_EQ(logits.size(), expected.data.size());
   expect_close(masked_diff(logits.data(), expected.data.data(), in.mask, vocab),
                name + " cached decode");
 }

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "model/kv_cache.h"
 #include "model/loader.h"
 
 namespace mistral {
@@ -112,6 +113,36 @@ inline Diff masked_diff(const float* a, const float* b, const std::vector<uint8_
 inline void expect_close(const Diff& d, const std::string& what, double tolerance = 1e-4) {
   EXPECT_LE(d.max_abs, tolerance * std::max(1.0, d.scale))
       << what << ": max |diff| " << d.max_abs << " at scale " << d.scale;
+}
+
+// Prefill of the first half of the padded prompts, then one token at a time through a cache of
+// `dtype`; the logits of every position, [B, T, vocab].
+inline std::vector<float> cached_decode_logits(Model& model, const Inputs& in, int64_t vocab,
+                                               DType dtype = DType::kF32) {
+  auto cache = KvCache::create(model.config(), in.batch, in.seq, dtype);
+  EXPECT_TRUE(cache.ok());
+  if (!cache.ok()) return {};
+  std::vector<float> logits(in.batch * in.seq * vocab);
+  for (int64_t t = 0; t < in.seq;) {
+    const int64_t chunk = t == 0 ? in.seq / 2 : 1;
+    std::vector<int32_t> ids;
+    std::vector<uint8_t> mask;
+    for (int64_t b = 0; b < in.batch; ++b) {
+      for (int64_t j = t; j < t + chunk; ++j) {
+        ids.push_back(in.ids[b * in.seq + j]);
+        mask.push_back(in.mask[b * in.seq + j]);
+      }
+    }
+    auto out = model.forward(ids, mask, in.batch, *cache);
+    EXPECT_TRUE(out.ok()) << out.status().message();
+    if (!out.ok()) return {};
+    for (int64_t b = 0; b < in.batch; ++b) {
+      std::copy_n(out->logits.data() + b * chunk * vocab, chunk * vocab,
+                  logits.data() + (b * in.seq + t) * vocab);
+    }
+    t += chunk;
+  }
+  return logits;
 }
 
 }  // namespace mistral::testing
