@@ -1,5 +1,6 @@
 #include "model/loader.h"
 
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -174,6 +175,13 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
     if (is_norm_role(role)) target = DType::kF32;
     if (!is_norm_role(role) && !backend->supports_weight_dtype(target)) target = DType::kF32;
     slot = convert_tensor(tensor, target);
+    if (options.quantize != QuantType::kNone && slot.data == view->data) {
+      // A norm used in place from the mapping (F32 on disk) would keep the whole dense checkpoint
+      // mapped, and prefaulted below, once every matrix is quantized: own its few KB instead.
+      Tensor owned = Tensor::allocate(slot.dtype, slot.shape);
+      std::memcpy(owned.mutable_data(), slot.data, slot.num_bytes());
+      slot = std::move(owned);
+    }
   });
   MISTRAL_RETURN_IF_ERROR(status);
   if (options.quantize != QuantType::kNone) config.quantization = options.quantize;

@@ -159,6 +159,30 @@ TEST(QuantizedModelTest, SavedCheckpointLoadsBackBitIdentical) {
   }
 }
 
+// Whether any file under `dir` is memory-mapped by this process.
+bool mapped(const std::string& dir) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find(dir) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(QuantizedModelTest, QuantizingAtLoadUnmapsTheDenseCheckpoint) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {  // F32 norms could be used in place
+    TempDir tmp;
+    const std::string dir = tmp.file("dense");
+    ASSERT_TRUE(write_random_checkpoint(quant_config(), dir, dtype, 7).ok());
+    auto dense = load_ok(dir);
+    EXPECT_TRUE(mapped(dir));  // the check can see a mapping
+    dense.reset();
+    auto q = load_ok(dir, QuantType::kInt8);
+    ASSERT_TRUE(q);
+    EXPECT_FALSE(mapped(dir)) << dtype_name(dtype);
+  }
+}
+
 TEST(QuantizedModelTest, IncrementalDecodeMatchesTheFullForward) {
   TempDir tmp;
   auto q = load_ok(write_dense(tmp), QuantType::kInt4);
