@@ -200,26 +200,12 @@ Result<Tensor> quantize_matrix(const Tensor& dense, QuantType type) {
 }
 
 void dequantize_row(const Tensor& q, int64_t row, float* out) {
+  MISTRAL_CHECK(q.quantized()) << "dequantize_row: not a quantized tensor";
   const int64_t k = q.shape[1], groups = k / G;
   const auto* s = static_cast<const F16*>(q.scales) + row * groups;
-  if (q.quant == QuantType::kInt8) {
-    const auto* v = static_cast<const int8_t*>(q.data) + row * k;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float d = f16_to_float(s[g]);
-      for (int64_t i = 0; i < G; ++i) out[g * G + i] = d * v[g * G + i];
-    }
-    return;
-  }
-  MISTRAL_CHECK(q.quant == QuantType::kInt4) << "dequantize_row: not a quantized tensor";
-  const auto* v = static_cast<const uint8_t*>(q.data) + row * (k / 2);
-  for (int64_t g = 0; g < groups; ++g) {
-    const float d = f16_to_float(s[g]);
-    for (int64_t j = 0; j < G / 2; ++j) {
-      const uint8_t b = v[g * (G / 2) + j];
-      out[g * G + j] = d * static_cast<float>((b & 0x0f) - 8);
-      out[g * G + j + G / 2] = d * static_cast<float>((b >> 4) - 8);
-    }
-  }
+  const auto* values = static_cast<const uint8_t*>(q.data) + row * (q.value_bytes() / q.shape[0]);
+  for (int64_t j = 0; j < k; ++j)
+    out[j] = f16_to_float(s[j / G]) * quantized_level(q.quant, values, j);
 }
 
 Tensor dequantize_matrix(const Tensor& q) {

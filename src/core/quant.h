@@ -29,6 +29,15 @@ std::string_view quant_type_name(QuantType type);
 // on non-finite values or a scale beyond F16's range. Runs on the global thread pool.
 Result<Tensor> quantize_matrix(const Tensor& dense, QuantType type);
 
+// The signed level of value j of one row of quantized values (the value is its group's scale times
+// this): the one place that reads the int8 / packed int4 layout value by value.
+inline int quantized_level(QuantType type, const uint8_t* row, int64_t j) {
+  if (type == QuantType::kInt8) return static_cast<int8_t>(row[j]);
+  const int64_t g = j / kQuantGroupSize, i = j % kQuantGroupSize, half = kQuantGroupSize / 2;
+  const uint8_t b = row[g * half + i % half];
+  return (i < half ? (b & 0x0f) : (b >> 4)) - 8;
+}
+
 // Row n of a quantized matrix as floats (out has K entries).
 void dequantize_row(const Tensor& q, int64_t row, float* out);
 // The whole matrix as a new F32 tensor.

@@ -5,19 +5,13 @@
 
 #include "backend/cpu/cpu_features.h"
 #include "core/check.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace mistral::cpu {
 namespace {
 
 constexpr int64_t G = kQuantGroupSize;
-
-// The signed value of weight j (0..31) of group g of a row.
-inline int weight_value(QuantType type, const uint8_t* row, int64_t g, int64_t j) {
-  if (type == QuantType::kInt8) return static_cast<int8_t>(row[g * G + j]);
-  const uint8_t b = row[g * (G / 2) + (j % (G / 2))];
-  return (j < G / 2 ? (b & 0x0f) : (b >> 4)) - 8;
-}
 
 }  // namespace
 
@@ -65,7 +59,7 @@ void quant_tile_portable(const QuantTile& t, float* out) {
       for (int64_t g = 0; g < groups; ++g) {
         int32_t dot = 0;
         for (int64_t j = 0; j < G; ++j)
-          dot += t.xq[i][g * G + j] * weight_value(t.type, t.w[r], g, j);
+          dot += t.xq[i][g * G + j] * quantized_level(t.type, t.w[r], g * G + j);
         acc += t.dx[i][g] * f16_to_float(t.dw[r][g]) * static_cast<float>(dot);
       }
       out[i * 4 + r] = acc;
