@@ -50,10 +50,14 @@ Result<std::unique_ptr<Model>> load(const std::string& dir, LoadOptions options 
   return load_model(dir, make_cpu_backend(), options);
 }
 
-std::unique_ptr<Model> load_ok(const std::string& dir, QuantType quantize = QuantType::kNone) {
+LoadOptions quantizing(QuantType type) {
   LoadOptions options;
-  options.quantize = quantize;
-  Result<std::unique_ptr<Model>> m = load(dir, options);
+  options.quantize = type;
+  return options;
+}
+
+std::unique_ptr<Model> load_ok(const std::string& dir, QuantType quantize = QuantType::kNone) {
+  Result<std::unique_ptr<Model>> m = load(dir, quantizing(quantize));
   EXPECT_TRUE(m.ok()) << m.status().message();
   return m.ok() ? std::move(m).value() : nullptr;
 }
@@ -155,7 +159,7 @@ TEST(QuantizedModelTest, SavedCheckpointLoadsBackBitIdentical) {
     EXPECT_EQ(reloaded->config().quantization, type);
     EXPECT_EQ(logits(*q), logits(*reloaded));
     // Asking for the quantization it already has is fine.
-    EXPECT_TRUE(load(out, LoadOptions{.quantize = type}).ok());
+    EXPECT_TRUE(load(out, quantizing(type)).ok());
   }
 }
 
@@ -273,15 +277,17 @@ TEST(QuantizedModelTest, ConflictingOptionsAndShapesAreRefused) {
   auto q = load_ok(write_dense(tmp), QuantType::kInt8);
   const std::string int8_dir = tmp.file("int8");
   ASSERT_TRUE(save_checkpoint(q->config(), q->mutable_weights(), int8_dir).ok());
-  EXPECT_TRUE(FailsWith(load(int8_dir, LoadOptions{.quantize = QuantType::kInt4}),
+  EXPECT_TRUE(FailsWith(load(int8_dir, quantizing(QuantType::kInt4)),
                         {"already quantized to int8", "int4", "dense"}));
-  EXPECT_TRUE(FailsWith(load(int8_dir, LoadOptions{.dtype = DType::kF32}), {"quantized to int8"}));
+  EXPECT_TRUE(
+      FailsWith(load(int8_dir, LoadOptions{.dtype = DType::kF32, .quantize = QuantType::kNone}),
+                {"quantized to int8"}));
 
   ModelConfig odd = quant_config();
   odd.intermediate_size = 40;  // not a multiple of 32
   TempDir tmp2;
   const std::string dir = write_dense(tmp2, odd);
-  EXPECT_TRUE(FailsWith(load(dir, LoadOptions{.quantize = QuantType::kInt4}),
+  EXPECT_TRUE(FailsWith(load(dir, quantizing(QuantType::kInt4)),
                         {"model.layers.0.mlp.down_proj.weight", "multiple of 32"}));
 }
 
