@@ -100,6 +100,7 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
                  "quantize the weight matrices at load: int8 or int4 (default: as stored)");
   cmd.add_option("--threads", options.threads, "worker threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
+  cmd.add_option("--device", options.device, "cpu, cuda or cuda:N (default: cpu)");
 }
 
 Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& options) {
@@ -117,19 +118,21 @@ Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& optio
     }
     load.quantize = *q;
   }
-  return load_model(options.model_dir, make_cpu_backend(), load);
+  MISTRAL_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(options.device));
+  return load_model(options.model_dir, std::move(backend), load);
 }
 
 void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache) {
   cmd.add_option("--kv-cache", kv_cache,
-                 "KV cache storage: f32, bf16, f16 (half the memory) or int8 (about a quarter)")
-      ->default_val("f32");
+                 "KV cache storage: f32, bf16, f16 (half the memory) or int8 (about a quarter); "
+                 "default f32 on the cpu, bf16 on cuda");
 }
 
-Result<DType> kv_cache_dtype_from_option(const std::string& kv_cache) {
+Result<std::optional<DType>> kv_cache_dtype_from_option(const std::string& kv_cache) {
+  if (kv_cache.empty()) return std::optional<DType>();
   const std::optional<DType> dtype = parse_kv_cache_dtype(kv_cache);
   if (!dtype) return error("--kv-cache: \"" + kv_cache + "\" is not one of f32, bf16, f16, int8");
-  return *dtype;
+  return dtype;
 }
 
 }  // namespace mistral::cli

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,16 +31,19 @@ Result<BatchInput> read_batch_input(const std::string& path);
 // Options shared by commands that load a model.
 struct ModelOptions {
   std::string model_dir;
-  std::string dtype;    // "" = as stored
-  std::string weights;  // "" = as stored; "int8" / "int4" quantize the matrices at load
-  int threads = 0;      // 0 = all cores
+  std::string dtype;           // "" = as stored
+  std::string weights;         // "" = as stored; "int8" / "int4" quantize the matrices at load
+  int threads = 0;             // 0 = all cores
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
 };
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& options);
 
-// `--kv-cache f32|bf16|f16|int8` (default f32), for the commands that generate: the KV cache's
-// storage type. kv_cache_dtype_from_option fails with a message naming the option.
+// `--kv-cache f32|bf16|f16|int8` (default: the backend's, f32 on the cpu, bf16 on cuda), for the
+// commands that generate: the KV cache's storage type. kv_cache_dtype_from_option fails with a
+// message naming the option.
 void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache);
-Result<DType> kv_cache_dtype_from_option(const std::string& kv_cache);
+// Empty: nullopt (the backend's default).
+Result<std::optional<DType>> kv_cache_dtype_from_option(const std::string& kv_cache);
 
 }  // namespace mistral::cli

@@ -28,7 +28,8 @@ struct ChatArgs {
 };
 
 void run_chat(ChatArgs& args) {
-  const DType kv_cache_dtype = value_or_fail(kv_cache_dtype_from_option(args.kv_cache));
+  const std::optional<DType> kv_cache_dtype =
+      value_or_fail(kv_cache_dtype_from_option(args.kv_cache));
   TextModel tm = value_or_fail(load_text_model(args.model, args.tokenizer));
   ChatEncoder encoder = value_or_fail(ChatEncoder::create(*tm.tokenizer));
   nlohmann::json messages = nlohmann::json::array();

@@ -22,7 +22,7 @@ void run_logits(const LogitsArgs& args) {
   BatchInput input = value_or_fail(read_batch_input(args.input));
   std::unique_ptr<Model> model = value_or_fail(load_model_from_options(args.model));
   const ModelConfig& c = model->config();
-  KvCache cache = value_or_fail(KvCache::create(c, input.batch, input.seq));
+  KvCache cache = value_or_fail(model->new_cache(input.batch, input.seq));
   ForwardOptions options;
   options.output_hidden_states = args.hidden_states;
   ForwardOutput out = value_or_fail(

@@ -10,16 +10,18 @@
 //   gen.kv_cache_dtype = mistral::DType::kBF16;  // optional: F32 (default), BF16, F16, I8
 //   auto out = (*engine)->generate({{1, 415, 2936}}, gen);
 //
-// The KV cache can be stored in F32 (exact, the default), BF16 or F16 (half the memory; values
-// rounded to nearest even) or I8 (about a quarter: int8 values with one float scale per token and
-// kv head). Attention reads it in that type; the current call's keys and values stay F32. Use
-// parse_kv_cache_dtype("f32" | "bf16" | "f16" | "int8") to read the type from text.
+// The KV cache can be stored in F32 (exact, the CPU's default), BF16 or F16 (half the memory;
+// values rounded to nearest even) or I8 (about a quarter: int8 values with one float scale per
+// token and kv head). Attention reads it in that type; the current call's keys and values stay
+// F32. Use parse_kv_cache_dtype("f32" | "bf16" | "f16" | "int8") to read the type from text.
+// EngineOptions::device = "cuda" runs the model on a GPU (bf16 activations and KV cache).
 //
 // An Engine owns its model; calls on one Engine must not overlap (one request at a time).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,6 +38,9 @@ namespace mistral {
 struct EngineOptions {
   int threads = 0;   // 0: all cores (process-wide; the first Engine created sets it)
   LoadOptions load;  // e.g. load.dtype = DType::kF32 to widen bf16 weights
+  // "cpu", "cuda" or "cuda:N" (builds configured with -DMISTRAL_CUDA=ON). On CUDA the weights
+  // are uploaded once and computed in bf16, and the KV cache is bf16.
+  std::string device = "cpu";
 };
 
 class Engine {
@@ -47,9 +52,10 @@ class Engine {
   Model& model() { return *model_; }
 
   // A cache for `batch` sequences of up to max_sequence_length tokens (a rolling buffer of the
-  // sliding window where the model has one), stored as kv_cache_dtype (F32, BF16, F16 or I8).
+  // sliding window where the model has one) in the device's memory, stored as kv_cache_dtype
+  // (F32, BF16, F16 or I8 on the CPU; BF16 on CUDA; default F32 on the CPU, BF16 on CUDA).
   Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
-                            DType kv_cache_dtype = DType::kF32) const;
+                            std::optional<DType> kv_cache_dtype = std::nullopt) const;
   // Logits (and optionally hidden states) for input_ids/attention_mask [batch, T], continuing
   // from and advancing `cache`.
   Result<ForwardOutput> forward(std::span<const int32_t> input_ids,

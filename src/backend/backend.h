@@ -1,17 +1,20 @@
 // Backend: the op set the model's forward pass calls (ARCHITECTURE.md rule 1). The model never
-// touches SIMD or device code; it hands a backend pointers to activations it allocated through the
-// backend and weight tensors the backend accepted. A backend is stateless between calls apart from
-// its thread pool; one forward pass at a time per backend.
+// touches SIMD or device code; it hands a backend pointers to memory it allocated through the
+// backend (host memory for the CPU, device memory for CUDA) and weight tensors the backend placed
+// (place_weight). Host data crosses only through to_device / to_host. One forward pass at a time
+// per backend; ops may run asynchronously in the backend's order, and to_host waits for them.
 //
-// Shapes are row-major. Activations are F32. Weight matrices are [N, K] (nn.Linear layout) in the
-// dtype the backend reports as supported, or quantized (core/quant.h) where it supports that. The
-// KV cache may be stored narrower (AttentionArgs).
+// Shapes are row-major. Activations are of activation_dtype() (F32 on the CPU, BF16 on CUDA)
+// and are passed as void pointers. Weight matrices are [N, K] (nn.Linear layout) in a dtype the
+// backend reports as supported, or quantized (core/quant.h) where it supports that. The KV cache
+// may be stored narrower (AttentionArgs).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "core/status.h"
 #include "core/tensor.h"
 
 namespace mistral {
@@ -30,9 +33,10 @@ struct AttentionArgs {
   int64_t sliding_window = 0;   // 0: none
   float scale = 1.0f;           // 1/sqrt(head_dim)
 
-  const float* q = nullptr;            // [B, T, heads, head_dim], rotary already applied
-  const float* k = nullptr;            // [B, T, kv_heads, head_dim], rotary already applied
-  const float* v = nullptr;            // [B, T, kv_heads, head_dim]
+  // Activations (activation_dtype()).
+  const void* q = nullptr;             // [B, T, heads, head_dim], rotary already applied
+  const void* k = nullptr;             // [B, T, kv_heads, head_dim], rotary already applied
+  const void* v = nullptr;             // [B, T, kv_heads, head_dim]
   const uint8_t* new_valid = nullptr;  // [B, T], 1 for real tokens, 0 for padding
 
   // The cache before this call: a ring of `capacity` slots per row, stored as cache_dtype: F32,
@@ -47,36 +51,111 @@ struct AttentionArgs {
   const int64_t* slot_seq_index = nullptr;  // [capacity], -1 for empty slots
   const uint8_t* slot_valid = nullptr;      // [B, capacity]
 
-  float* out = nullptr;  // [B, T, heads, head_dim]; rows of queries with no visible key are zero
+  void* out = nullptr;  // [B, T, heads, head_dim]; rows of queries with no visible key are zero
 };
+
+// Writing one layer's keys and values of T new tokens into the cache ring: token t of row b goes
+// to slot (first_seq_index + t) % capacity, converted to cache_dtype (I8: one scale per vector,
+// see model/kv_cache.h); only the last min(T, capacity) tokens are written.
+struct KvWriteArgs {
+  int64_t batch = 0;
+  int64_t new_tokens = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t capacity = 0;
+  int64_t first_seq_index = 0;
+  const void* k = nullptr;  // [B, T, kv_heads, head_dim] activations
+  const void* v = nullptr;
+  DType cache_dtype = DType::kF32;
+  void* k_cache = nullptr;  // [B, capacity, kv_heads, head_dim]
+  void* v_cache = nullptr;
+  float* k_scale = nullptr;  // I8 only: [B, capacity, kv_heads]
+  float* v_scale = nullptr;
+};
+
+// Backend memory: freed when the last copy goes.
+struct Buffer {
+  std::shared_ptr<void> owner;
+  void* data = nullptr;
+  size_t bytes = 0;
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data);
+  }
+};
+
+// What a weight tensor is used for, so a backend can place it in the form its op reads.
+enum class WeightUse : uint8_t { kMatrix, kEmbedding, kNorm };
 
 class Backend {
  public:
   virtual ~Backend() = default;
+  // "cpu", "cuda:0", ...: memory allocated by one backend is usable by another of the same name.
   virtual std::string name() const = 0;
+  // The type of every activation buffer the ops read and write.
+  virtual DType activation_dtype() const = 0;
 
+  // ---- memory
+  // `bytes` of backend memory (uninitialized); an error names `what`, the size and what is free.
+  virtual Result<Buffer> allocate(size_t bytes, const std::string& what) = 0;
+  // Copies between host and backend memory; to_host waits for every op queued before it.
+  virtual void to_device(void* dst, const void* src_host, size_t bytes) = 0;
+  virtual void to_host(void* dst_host, const void* src, size_t bytes) = 0;
+  // A copy within backend memory, in the order of the ops.
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  // Puts a weight the loader produced (host memory) where and how the ops read it; a host
+  // backend returns it unchanged. Errors name `what` (e.g. "layer 3 wq").
+  virtual Result<Tensor> place_weight(const Tensor& host, WeightUse use, const std::string& what) {
+    return host;
+  }
+
+  // ---- ops
   // y[M, N] = x[M, K] * w[N, K]^T.
-  virtual void matmul(const float* x, int64_t m, const Tensor& w, float* y) = 0;
-  // out[i] = table[ids[i]] as F32; ids already validated to be in range.
-  virtual void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) = 0;
+  virtual void matmul(const void* x, int64_t m, const Tensor& w, void* y) = 0;
+  // The same with F32 output whatever the activation type (the logits).
+  virtual void matmul_f32_out(const void* x, int64_t m, const Tensor& w, float* y) = 0;
+  // out[i] = table[ids[i]]; ids (backend memory) already validated to be in range.
+  virtual void embed(const Tensor& table, const int32_t* ids, int64_t n, void* out) = 0;
   // y[M, N] = x / sqrt(mean(x^2) + eps) * weight, accumulated in F32 as Hugging Face does.
-  virtual void rmsnorm(const float* x, int64_t m, const Tensor& weight, float eps, float* y) = 0;
+  virtual void rmsnorm(const void* x, int64_t m, const Tensor& weight, float eps, void* y) = 0;
   // Rotates x[tokens, heads, head_dim] in place with rotate_half rotary embeddings at the given
-  // position ids.
-  virtual void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
+  // position ids (backend memory).
+  virtual void rope(void* x, int64_t tokens, int64_t heads, int64_t head_dim,
                     const int64_t* positions, double theta) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
+  virtual void store_kv(const KvWriteArgs& args) = 0;
+  // Records T new tokens in the cache's slot table: for the last min(T, capacity) tokens,
+  // slot s = (first_seq_index + t) % capacity gets slot_seq_index[s] = first_seq_index + t and
+  // slot_valid[b][s] = new_valid[b][t]. All pointers are backend memory.
+  virtual void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
+                               int64_t capacity, const uint8_t* new_valid, int64_t* slot_seq_index,
+                               uint8_t* slot_valid) = 0;
   // out[i] = silu(gate[i]) * up[i].
-  virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
+  virtual void silu_mul(const void* gate, const void* up, void* out, int64_t n) = 0;
   // x[i] += y[i].
-  virtual void add(float* x, const float* y, int64_t n) = 0;
-  // Whether matmul accepts weights of this dtype as they are (else the loader converts them).
+  virtual void add(void* x, const void* y, int64_t n) = 0;
+
+  // ---- capabilities
+  // Whether matmul accepts weights of this dtype as they are (else the loader converts them to
+  // preferred_weight_dtype()).
   virtual bool supports_weight_dtype(DType dtype) const = 0;
+  virtual DType preferred_weight_dtype() const = 0;
   // Whether matmul and embed accept weights quantized this way (core/quant.h).
   virtual bool supports_quantization(QuantType type) const = 0;
+  // Whether the KV cache can be stored as `dtype`, and the type used when none is asked for.
+  virtual bool supports_kv_cache_dtype(DType dtype) const = 0;
+  virtual DType default_kv_cache_dtype() const = 0;
+  // Bytes per second the backend's memory can deliver at best (0: unknown), for benchmarks.
+  virtual double peak_memory_bandwidth() const { return 0; }
+  // name() with the hardware, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)".
+  virtual std::string description() const { return name(); }
 };
 
 // The CPU backend, using the process-wide thread pool.
 std::unique_ptr<Backend> make_cpu_backend();
+
+// A backend by name: "cpu", "cuda" or "cuda:N" (the N-th GPU). An error says when this build has
+// no CUDA backend or the device is missing.
+Result<std::unique_ptr<Backend>> make_backend(const std::string& device);
 
 }  // namespace mistral

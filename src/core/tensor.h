@@ -28,6 +28,9 @@ struct Tensor {
   QuantType quant = QuantType::kNone;
   const void* scales = nullptr;              // F16 [N, K / kQuantGroupSize] when quantized
   std::shared_ptr<const void> scales_owner;  // keeps `scales` alive
+  // Set for weights a device backend placed in its memory (Backend::place_weight): `data` and
+  // `scales` must not be read on the host.
+  bool on_device = false;
 
   int64_t dim(size_t i) const { return shape.at(i); }
   uint64_t num_elements() const {

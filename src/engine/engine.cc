@@ -9,14 +9,15 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& checkpoint_dir,
   if (options.threads < 0)
     return error("threads must be >= 0, got " + std::to_string(options.threads));
   ThreadPool::set_default_threads(options.threads);
+  MISTRAL_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(options.device));
   MISTRAL_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
-                           load_model(checkpoint_dir, make_cpu_backend(), options.load));
+                           load_model(checkpoint_dir, std::move(backend), options.load));
   return std::unique_ptr<Engine>(new Engine(std::move(model)));
 }
 
 Result<KvCache> Engine::new_cache(int64_t batch, int64_t max_sequence_length,
-                                  DType kv_cache_dtype) const {
-  return KvCache::create(model_->config(), batch, max_sequence_length, kv_cache_dtype);
+                                  std::optional<DType> kv_cache_dtype) const {
+  return model_->new_cache(batch, max_sequence_length, kv_cache_dtype);
 }
 
 Result<ForwardOutput> Engine::forward(std::span<const int32_t> input_ids,

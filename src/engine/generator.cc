@@ -41,8 +41,8 @@ Status validate_generation_request(const ModelConfig& config,
                  std::to_string(gen.max_new_tokens) + ") exceeds the context of " +
                  std::to_string(config.max_position_embeddings) + " tokens");
   }
-  if (!is_kv_cache_dtype(gen.kv_cache_dtype)) {
-    return error("kv_cache_dtype: " + std::string(dtype_name(gen.kv_cache_dtype)) +
+  if (gen.kv_cache_dtype && !is_kv_cache_dtype(*gen.kv_cache_dtype)) {
+    return error("kv_cache_dtype: " + std::string(dtype_name(*gen.kv_cache_dtype)) +
                  " is not one of f32, bf16, f16, int8");
   }
   for (int32_t id : gen.stop_token_ids) {
@@ -69,8 +69,7 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
   if (gen.max_new_tokens == 0) return result;
 
   MISTRAL_ASSIGN_OR_RETURN(
-      KvCache cache,
-      KvCache::create(config, batch, longest + gen.max_new_tokens, gen.kv_cache_dtype));
+      KvCache cache, model.new_cache(batch, longest + gen.max_new_tokens, gen.kv_cache_dtype));
   result.kv_cache_bytes = cache.bytes();
   const int32_t pad = static_cast<int32_t>(config.pad_token_id.value_or(0));
 

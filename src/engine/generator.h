@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "core/status.h"
@@ -20,8 +21,9 @@ struct GenerationConfig {
   bool stop_at_eos = false;             // stop a row at any of the model's eos_token_ids
   std::vector<int32_t> stop_token_ids;  // extra stop ids (always honoured)
   // Storage type of the KV cache: F32 (exact), BF16 or F16 (half the memory), or I8 (a quarter
-  // plus a float scale per head vector); see model/kv_cache.h. This call's keys are always F32.
-  DType kv_cache_dtype = DType::kF32;
+  // plus a float scale per head vector); see model/kv_cache.h. Unset: the backend's default
+  // (F32 on the CPU, BF16 on CUDA, which stores only BF16).
+  std::optional<DType> kv_cache_dtype;
   // Called for every generated token (row, token id); return false to stop the whole batch.
   std::function<bool(int64_t row, int32_t token)> on_token;
 };

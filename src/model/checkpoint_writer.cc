@@ -59,6 +59,13 @@ void fill_ones(uint8_t* dst, DType dtype, uint64_t n) {
 
 Status save_checkpoint(const ModelConfig& config, ModelWeights& weights, const std::string& dir,
                        const SaveOptions& options) {
+  bool on_device = false;
+  weights.for_each_tensor(config,
+                          [&](TensorRole, int64_t, Tensor& t) { on_device |= t.on_device; });
+  if (on_device) {
+    return error("save to " + dir +
+                 ": the weights live in a GPU's memory; load the model on the cpu to save it");
+  }
   ModelConfig out_config = config;
   out_config.dtype = options.dtype.value_or(config.dtype);
   out_config.quantization = QuantType::kNone;  // set below if the matrices are quantized

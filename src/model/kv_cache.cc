@@ -9,7 +9,6 @@
 #include <string>
 
 #include "core/check.h"
-#include "core/half.h"
 
 namespace mistral {
 
@@ -63,9 +62,20 @@ uint64_t KvCache::bytes_per_position(const ModelConfig& config, DType dtype) {
 
 Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
                                 int64_t max_sequence_length, DType dtype) {
+  static const std::unique_ptr<Backend> host = make_cpu_backend();
+  return create(config, batch, max_sequence_length, dtype, *host);
+}
+
+Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
+                                int64_t max_sequence_length, DType dtype, Backend& backend) {
   if (!is_kv_cache_dtype(dtype)) {
     return error("kv cache: storage type " + std::string(dtype_name(dtype)) +
                  " is not one of f32, bf16, f16, int8");
+  }
+  if (!backend.supports_kv_cache_dtype(dtype)) {
+    return error("kv cache: the " + backend.name() + " backend does not store a " +
+                 std::string(kv_cache_dtype_name(dtype)) + " cache (use " +
+                 std::string(kv_cache_dtype_name(backend.default_kv_cache_dtype())) + ")");
   }
   if (batch <= 0) return error("kv cache: batch must be positive, got " + std::to_string(batch));
   if (max_sequence_length <= 0) {
@@ -78,6 +88,7 @@ Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
                  std::to_string(config.max_position_embeddings) + ")");
   }
   KvCache c;
+  c.backend_ = &backend;
   c.dtype_ = dtype;
   c.batch_ = batch;
   c.kv_heads_ = config.num_key_value_heads;
@@ -90,25 +101,37 @@ Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
   // In floating point: batch and length come from requests and may be absurd.
   const double bytes = static_cast<double>(bytes_per_position(config, dtype)) *
                        static_cast<double>(batch) * static_cast<double>(c.capacity_);
-  const uint64_t available = available_memory_bytes();
-  if (bytes > static_cast<double>(available)) {
+  const uint64_t available = backend.name() == "cpu" ? available_memory_bytes() : UINT64_MAX;
+  if (bytes > static_cast<double>(available) || bytes > 0x1p62) {
     return error("kv cache: needs " + std::to_string(static_cast<uint64_t>(bytes / (1 << 20))) +
                  " MiB (" + std::string(kv_cache_dtype_name(dtype)) + ") for batch " +
                  std::to_string(batch) + " x " + std::to_string(c.capacity_) +
                  " positions, but only " + std::to_string(available >> 20) +
                  " MiB of memory are available");
   }
+  const size_t vectors = static_cast<size_t>(batch * c.capacity_ * c.kv_heads_);
+  const size_t data_bytes = vectors * static_cast<size_t>(c.head_dim_) * dtype_size(dtype);
   c.layers_.resize(config.num_hidden_layers);
-  for (Layer& layer : c.layers_) {
-    layer.keys = Tensor::allocate(dtype, {batch, c.capacity_, c.kv_heads_, c.head_dim_});
-    layer.values = Tensor::allocate(dtype, {batch, c.capacity_, c.kv_heads_, c.head_dim_});
+  for (size_t l = 0; l < c.layers_.size(); ++l) {
+    Layer& layer = c.layers_[l];
+    const std::string what = "kv cache layer " + std::to_string(l);
+    MISTRAL_ASSIGN_OR_RETURN(layer.keys, backend.allocate(data_bytes, what + " keys"));
+    MISTRAL_ASSIGN_OR_RETURN(layer.values, backend.allocate(data_bytes, what + " values"));
     if (dtype == DType::kI8) {
-      layer.key_scales = Tensor::allocate(DType::kF32, {batch, c.capacity_, c.kv_heads_});
-      layer.value_scales = Tensor::allocate(DType::kF32, {batch, c.capacity_, c.kv_heads_});
+      MISTRAL_ASSIGN_OR_RETURN(layer.key_scales,
+                               backend.allocate(vectors * sizeof(float), what + " key scales"));
+      MISTRAL_ASSIGN_OR_RETURN(layer.value_scales,
+                               backend.allocate(vectors * sizeof(float), what + " value scales"));
     }
   }
-  c.slot_seq_index_.assign(c.capacity_, -1);
-  c.slot_valid_.assign(batch * c.capacity_, 0);
+  const std::vector<int64_t> empty_slots(c.capacity_, -1);
+  const std::vector<uint8_t> invalid(batch * c.capacity_, 0);
+  MISTRAL_ASSIGN_OR_RETURN(
+      c.slot_seq_index_, backend.allocate(empty_slots.size() * sizeof(int64_t), "kv cache slots"));
+  MISTRAL_ASSIGN_OR_RETURN(c.slot_valid_, backend.allocate(invalid.size(), "kv cache slot mask"));
+  backend.to_device(c.slot_seq_index_.data, empty_slots.data(),
+                    empty_slots.size() * sizeof(int64_t));
+  backend.to_device(c.slot_valid_.data, invalid.data(), invalid.size());
   c.row_tokens_.assign(batch, 0);
   return c;
 }
@@ -119,66 +142,35 @@ Status KvCache::check_room(int64_t new_tokens) const {
                " tokens exceed its capacity of " + std::to_string(capacity_));
 }
 
-void KvCache::store_token(const float* src, Tensor& dst, Tensor& scales, int64_t vec0) {
-  const int64_t n = kv_heads_ * head_dim_;
-  switch (dtype_) {
-    case DType::kF32:
-      std::memcpy(static_cast<float*>(dst.mutable_data()) + vec0 * head_dim_, src,
-                  n * sizeof(float));
-      return;
-    case DType::kBF16: {
-      BF16* out = static_cast<BF16*>(dst.mutable_data()) + vec0 * head_dim_;
-      for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(src[i]);
-      return;
-    }
-    case DType::kF16: {
-      F16* out = static_cast<F16*>(dst.mutable_data()) + vec0 * head_dim_;
-      for (int64_t i = 0; i < n; ++i) out[i] = float_to_f16(src[i]);
-      return;
-    }
-    case DType::kI8:
-      for (int64_t h = 0; h < kv_heads_; ++h) {
-        const float* x = src + h * head_dim_;
-        int8_t* q = static_cast<int8_t*>(dst.mutable_data()) + (vec0 + h) * head_dim_;
-        float absmax = 0;
-        for (int64_t i = 0; i < head_dim_; ++i) absmax = std::max(absmax, std::fabs(x[i]));
-        const float scale = absmax / 127.0f;
-        for (int64_t i = 0; i < head_dim_; ++i) {
-          const float r = scale > 0 ? std::nearbyint(x[i] / scale) : 0.0f;
-          // NaN comes only from non-finite input (which an F32 cache would spread too); it must
-          // not reach the float -> int conversion, which it would make undefined.
-          q[i] = std::isnan(r) ? 0 : static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
-        }
-        static_cast<float*>(scales.mutable_data())[vec0 + h] = scale;
-      }
-      return;
-    default:
-      MISTRAL_CHECK(false) << "kv cache: unsupported dtype " << dtype_name(dtype_);
-  }
-}
-
-void KvCache::store_layer(int64_t layer, const float* k, const float* v, int64_t new_tokens) {
+void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens) {
   Layer& l = layers_[layer];
-  const int64_t kv_dim = kv_heads_ * head_dim_;
-  const int64_t first = std::max<int64_t>(0, new_tokens - capacity_);
-  for (int64_t b = 0; b < batch_; ++b) {
-    for (int64_t t = first; t < new_tokens; ++t) {
-      const int64_t vec0 = (b * capacity_ + slot_of(length_ + t)) * kv_heads_;
-      const int64_t src = (b * new_tokens + t) * kv_dim;
-      store_token(k + src, l.keys, l.key_scales, vec0);
-      store_token(v + src, l.values, l.value_scales, vec0);
-    }
-  }
+  KvWriteArgs a;
+  a.batch = batch_;
+  a.new_tokens = new_tokens;
+  a.num_kv_heads = kv_heads_;
+  a.head_dim = head_dim_;
+  a.capacity = capacity_;
+  a.first_seq_index = length_;
+  a.k = k;
+  a.v = v;
+  a.cache_dtype = dtype_;
+  a.k_cache = l.keys.data;
+  a.v_cache = l.values.data;
+  a.k_scale = l.key_scales.as<float>();
+  a.v_scale = l.value_scales.as<float>();
+  backend_->store_kv(a);
 }
 
 void KvCache::advance(const uint8_t* valid, int64_t new_tokens) {
-  const int64_t first = std::max<int64_t>(0, new_tokens - capacity_);
-  for (int64_t t = first; t < new_tokens; ++t) {
-    const int64_t slot = slot_of(length_ + t);
-    slot_seq_index_[slot] = length_ + t;
-    for (int64_t b = 0; b < batch_; ++b)
-      slot_valid_[b * capacity_ + slot] = valid[b * new_tokens + t];
+  const size_t n = static_cast<size_t>(batch_ * new_tokens);
+  if (staged_valid_.bytes < n) {
+    Result<Buffer> staged = backend_->allocate(n, "kv cache mask staging");
+    MISTRAL_CHECK(staged.ok()) << staged.status().message();
+    staged_valid_ = std::move(staged).value();
   }
+  backend_->to_device(staged_valid_.data, valid, n);
+  backend_->record_kv_slots(batch_, new_tokens, length_, capacity_, staged_valid_.as<uint8_t>(),
+                            slot_seq_index_.as<int64_t>(), slot_valid_.as<uint8_t>());
   for (int64_t b = 0; b < batch_; ++b) {
     for (int64_t t = 0; t < new_tokens; ++t) row_tokens_[b] += valid[b * new_tokens + t] ? 1 : 0;
   }
@@ -188,8 +180,7 @@ void KvCache::advance(const uint8_t* valid, int64_t new_tokens) {
 uint64_t KvCache::bytes() const {
   uint64_t total = 0;
   for (const Layer& l : layers_) {
-    total += l.keys.num_bytes() + l.values.num_bytes();
-    if (!l.key_scales.empty()) total += l.key_scales.num_bytes() + l.value_scales.num_bytes();
+    total += l.keys.bytes + l.values.bytes + l.key_scales.bytes + l.value_scales.bytes;
   }
   return total;
 }

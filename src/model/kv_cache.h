@@ -2,7 +2,9 @@
 // (one sequence index per column of the batch; left padding keeps them aligned). With a sliding
 // window W the cache is a rolling buffer of W slots per row (slot = sequence index mod W), which is
 // all that attention can ever see again; without one it holds max_sequence_length slots. Owns its
-// memory (move-only); not thread-safe; one forward pass at a time.
+// memory (move-only), allocated through the Backend that runs the model (host memory for the CPU,
+// device memory for CUDA) and written through that backend's ops; a cache must not outlive the
+// backend it was created with (the Model). Not thread-safe; one forward pass at a time.
 //
 // Storage types (the `dtype` of create): F32 (the default: exact), BF16 or F16 (each value rounded
 // to nearest even: half the memory), or I8 (a quarter plus 4 bytes per head vector): every
@@ -15,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/backend.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "model/config.h"
@@ -31,8 +34,11 @@ std::string_view kv_cache_dtype_name(DType dtype);
 
 class KvCache {
  public:
-  // Fails with a clear message for a storage type other than F32/BF16/F16/I8, or when the cache
+  // Fails with a clear message for a storage type the backend does not store, or when the cache
   // would not fit in the memory available.
+  static Result<KvCache> create(const ModelConfig& config, int64_t batch,
+                                int64_t max_sequence_length, DType dtype, Backend& backend);
+  // A cache in host memory, for models on the CPU backend.
   static Result<KvCache> create(const ModelConfig& config, int64_t batch,
                                 int64_t max_sequence_length, DType dtype = DType::kF32);
   // Bytes one position of one row takes over all layers (keys, values and I8 scales).
@@ -44,6 +50,8 @@ class KvCache {
   KvCache& operator=(const KvCache&) = delete;
 
   DType dtype() const { return dtype_; }
+  // The name of the backend whose memory holds the cache ("cpu", "cuda:0").
+  std::string backend_name() const { return backend_->name(); }
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }
   // Sequence index of the next token (tokens seen so far, padding included).
@@ -53,40 +61,35 @@ class KvCache {
   // Whether `new_tokens` more tokens fit (always true for a rolling sliding-window cache).
   Status check_room(int64_t new_tokens) const;
 
-  // One layer as stored: [B, capacity, kv_heads, head_dim] of dtype(); for I8 also the scales,
-  // [B, capacity, kv_heads] floats (nullptr for the other types).
+  // One layer as stored (backend memory): [B, capacity, kv_heads, head_dim] of dtype(); for I8
+  // also the scales, [B, capacity, kv_heads] floats (nullptr for the other types).
   const void* keys(int64_t layer) const { return layers_[layer].keys.data; }
   const void* values(int64_t layer) const { return layers_[layer].values.data; }
-  const float* key_scales(int64_t layer) const { return scales_or_null(layers_[layer].key_scales); }
-  const float* value_scales(int64_t layer) const {
-    return scales_or_null(layers_[layer].value_scales);
-  }
-  const int64_t* slot_seq_index() const { return slot_seq_index_.data(); }
-  const uint8_t* slot_valid() const { return slot_valid_.data(); }
+  const float* key_scales(int64_t layer) const { return layers_[layer].key_scales.as<float>(); }
+  const float* value_scales(int64_t layer) const { return layers_[layer].value_scales.as<float>(); }
+  // The slot table (backend memory): [capacity] sequence index of each slot (-1: empty) and
+  // [B, capacity] whether that slot of a row holds a real token.
+  const int64_t* slot_seq_index() const { return slot_seq_index_.as<int64_t>(); }
+  const uint8_t* slot_valid() const { return slot_valid_.as<uint8_t>(); }
 
-  // Stores one layer's keys/values of T new tokens ([B, T, kv_dim], F32), converted to dtype();
-  // only the last `capacity` tokens are kept. Call for every layer after its attention, then
-  // advance() once.
-  void store_layer(int64_t layer, const float* k, const float* v, int64_t new_tokens);
-  // Records T new tokens with their padding mask [B, T].
+  // Stores one layer's keys/values of T new tokens ([B, T, kv_dim] activations of the backend,
+  // in its memory), converted to dtype(); only the last `capacity` tokens are kept. Call for
+  // every layer after its attention, then advance() once.
+  void store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens);
+  // Records T new tokens with their padding mask [B, T] (host memory).
   void advance(const uint8_t* valid, int64_t new_tokens);
   // Resident bytes of keys, values and scales.
   uint64_t bytes() const;
 
  private:
   struct Layer {
-    Tensor keys, values;              // [B, capacity, kv_heads, head_dim] of dtype_
-    Tensor key_scales, value_scales;  // I8: [B, capacity, kv_heads] F32; otherwise empty
+    Buffer keys, values;              // [B, capacity, kv_heads, head_dim] of dtype_
+    Buffer key_scales, value_scales;  // I8: [B, capacity, kv_heads] F32; otherwise empty
   };
 
   KvCache() = default;
-  int64_t slot_of(int64_t seq_index) const { return seq_index % capacity_; }
-  static const float* scales_or_null(const Tensor& t) {
-    return t.empty() ? nullptr : t.as<float>();
-  }
-  // Converts one vector per kv head of a token ([kv_dim] F32) into slot `vec0`'s vectors.
-  void store_token(const float* src, Tensor& dst, Tensor& scales, int64_t vec0);
 
+  Backend* backend_ = nullptr;
   DType dtype_ = DType::kF32;
   int64_t batch_ = 0;
   int64_t capacity_ = 0;
@@ -95,9 +98,10 @@ class KvCache {
   bool rolling_ = false;
   int64_t length_ = 0;
   std::vector<Layer> layers_;
-  std::vector<int64_t> slot_seq_index_;  // [capacity], -1 when empty
-  std::vector<uint8_t> slot_valid_;      // [B, capacity]
-  std::vector<int64_t> row_tokens_;      // [B]
+  Buffer slot_seq_index_;            // [capacity] int64, -1 when empty
+  Buffer slot_valid_;                // [B, capacity] uint8
+  Buffer staged_valid_;              // advance()'s mask in backend memory
+  std::vector<int64_t> row_tokens_;  // [B]
 };
 
 // Physical memory currently available to allocate, in bytes.

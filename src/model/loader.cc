@@ -173,7 +173,9 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
     }
     DType target = options.dtype.value_or(tensor.dtype);
     if (is_norm_role(role)) target = DType::kF32;
-    if (!is_norm_role(role) && !backend->supports_weight_dtype(target)) target = DType::kF32;
+    if (!is_norm_role(role) && !backend->supports_weight_dtype(target)) {
+      target = backend->preferred_weight_dtype();
+    }
     slot = convert_tensor(tensor, target);
     if (options.quantize != QuantType::kNone && slot.data == view->data) {
       // A norm used in place from the mapping (F32 on disk) would keep the whole dense checkpoint
@@ -195,8 +197,10 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
                    "\" (not part of a MistralForCausalLM with this config)");
     }
   }
-  // The first request must not pay for page faults; a source whose every tensor was converted or
-  // quantized is no longer referenced and is unmapped when `source` goes.
+  // Weights move to a device backend's memory here (a host backend keeps them as they are).
+  MISTRAL_RETURN_IF_ERROR(place_weights(config, weights, *backend));
+  // The first request must not pay for page faults; a source whose every tensor was converted,
+  // quantized or uploaded is no longer referenced and is unmapped when `source` goes.
   if (source.use_count() > 1) source->prefault();
   return std::make_unique<Model>(std::move(config), std::move(weights), std::move(backend));
 }

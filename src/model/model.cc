@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <string>
 
 namespace mistral {
 
@@ -38,6 +40,101 @@ Status validate_inputs(std::span<const int32_t> ids, std::span<const uint8_t> ma
 
 }  // namespace
 
+Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend) {
+  Status status;
+  weights.for_each_tensor(config, [&](TensorRole role, int64_t layer, Tensor& t) {
+    if (!status.ok()) return;
+    const WeightUse use = is_norm_role(role)               ? WeightUse::kNorm
+                          : role == TensorRole::kEmbedding ? WeightUse::kEmbedding
+                                                           : WeightUse::kMatrix;
+    Result<Tensor> placed =
+        backend.place_weight(t, use, tensor_name(role, layer, CheckpointLayout::kHuggingFace));
+    if (!placed.ok()) {
+      status = placed.status();
+      return;
+    }
+    t = std::move(placed).value();
+  });
+  MISTRAL_RETURN_IF_ERROR(status);
+  if (config.tie_word_embeddings) {
+    // The embedding was placed for lookups; the head multiplies by the same values.
+    MISTRAL_ASSIGN_OR_RETURN(
+        weights.lm_head,
+        backend.place_weight(weights.lm_head, WeightUse::kMatrix,
+                             tensor_name(TensorRole::kLmHead, -1, CheckpointLayout::kHuggingFace)));
+  }
+  return Status();
+}
+
+Result<KvCache> Model::new_cache(int64_t batch, int64_t max_sequence_length,
+                                 std::optional<DType> dtype) {
+  return KvCache::create(config_, batch, max_sequence_length,
+                         dtype.value_or(backend_->default_kv_cache_dtype()), *backend_);
+}
+
+// Offsets into the workspace; every region starts on a 256-byte boundary.
+struct Model::Activations {
+  void *x, *h, *q, *k, *v, *attn, *gate, *up, *last;
+  float* logits;
+  int32_t* ids;
+  int64_t* positions;
+  uint8_t* mask;
+};
+
+Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
+  const ModelConfig& c = config_;
+  const size_t act = dtype_size(backend_->activation_dtype());
+  const int64_t logit_rows = rows;  // all positions at most
+  const size_t sizes[] = {
+      rows * c.hidden_size * act,       rows * c.hidden_size * act,
+      rows * c.q_dim() * act,           rows * c.kv_dim() * act,
+      rows * c.kv_dim() * act,          rows * c.q_dim() * act,
+      rows * c.intermediate_size * act, rows * c.intermediate_size * act,
+      batch * c.hidden_size * act,      logit_rows * c.vocab_size * sizeof(float),
+      rows * sizeof(int32_t),           rows * sizeof(int64_t),
+      static_cast<size_t>(rows)};
+  size_t offsets[std::size(sizes)];
+  size_t total = 0;
+  for (size_t i = 0; i < std::size(sizes); ++i) {
+    offsets[i] = total;
+    total += (sizes[i] + 255) / 256 * 256;
+  }
+  if (workspace_.bytes < total) {
+    workspace_ = Buffer();  // free the old block first
+    MISTRAL_ASSIGN_OR_RETURN(
+        workspace_,
+        backend_->allocate(total, "activations of " + std::to_string(rows) + " tokens"));
+  }
+  auto* base = static_cast<uint8_t*>(workspace_.data);
+  auto at = [&](int i) { return static_cast<void*>(base + offsets[i]); };
+  return Activations{at(0),
+                     at(1),
+                     at(2),
+                     at(3),
+                     at(4),
+                     at(5),
+                     at(6),
+                     at(7),
+                     at(8),
+                     static_cast<float*>(at(9)),
+                     static_cast<int32_t*>(at(10)),
+                     static_cast<int64_t*>(at(11)),
+                     static_cast<uint8_t*>(at(12))};
+}
+
+std::vector<float> Model::download(const void* src, int64_t n) {
+  std::vector<float> out(n);
+  if (backend_->activation_dtype() == DType::kF32) {
+    backend_->to_host(out.data(), src, n * sizeof(float));
+    return out;
+  }
+  const DType dtype = backend_->activation_dtype();
+  std::vector<uint8_t> raw(n * dtype_size(dtype));
+  backend_->to_host(raw.data(), src, raw.size());
+  for (int64_t i = 0; i < n; ++i) out[i] = load_float(raw.data(), dtype, i);
+  return out;
+}
+
 Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
                                      std::span<const uint8_t> attention_mask, int64_t batch,
                                      KvCache& cache, const ForwardOptions& options) {
@@ -46,6 +143,10 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   if (cache.batch() != batch) {
     return error("kv cache was created for batch " + std::to_string(cache.batch()) +
                  ", forward called with batch " + std::to_string(batch));
+  }
+  if (cache.backend_name() != backend_->name()) {
+    return error("kv cache lives in " + cache.backend_name() + " memory but the model runs on " +
+                 backend_->name() + ": create it with Model::new_cache (Engine::new_cache)");
   }
   const int64_t T = static_cast<int64_t>(input_ids.size()) / batch;
   MISTRAL_RETURN_IF_ERROR(cache.check_room(T));
@@ -58,6 +159,7 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   const int64_t M = batch * T;  // activation rows
   const int64_t H = c.hidden_size;
   Backend& be = *backend_;
+  MISTRAL_ASSIGN_OR_RETURN(Activations a, activations(M, batch));
 
   // Position ids: real tokens count up from the row's history; padding gets 1 as in HF generate.
   std::vector<int64_t> positions(M);
@@ -68,16 +170,15 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
       positions[b * T + t] = real ? next++ : 1;
     }
   }
-
-  std::vector<float> x(M * H), h(M * H);
-  std::vector<float> q(M * c.q_dim()), k(M * c.kv_dim()), v(M * c.kv_dim()), attn(M * c.q_dim());
-  std::vector<float> gate(M * c.intermediate_size), up(M * c.intermediate_size);
+  be.to_device(a.ids, input_ids.data(), M * sizeof(int32_t));
+  be.to_device(a.positions, positions.data(), M * sizeof(int64_t));
+  be.to_device(a.mask, attention_mask.data(), M);
 
   ForwardOutput out;
   out.batch = batch;
   out.tokens = T;
-  be.embed(weights_.embedding, input_ids.data(), M, x.data());
-  if (options.output_hidden_states) out.hidden_states.push_back(x);
+  be.embed(weights_.embedding, a.ids, M, a.x);
+  if (options.output_hidden_states) out.hidden_states.push_back(download(a.x, M * H));
 
   AttentionArgs args;
   args.batch = batch;
@@ -88,60 +189,67 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   args.first_seq_index = cache.length();
   args.sliding_window = c.sliding_window.value_or(0);
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  args.new_valid = attention_mask.data();
+  args.new_valid = a.mask;
   args.capacity = cache.capacity();
   args.cache_dtype = cache.dtype();
   args.slot_seq_index = cache.slot_seq_index();
   args.slot_valid = cache.slot_valid();
+  args.q = a.q;
+  args.k = a.k;
+  args.v = a.v;
+  args.out = a.attn;
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // Attention block.
-    be.rmsnorm(x.data(), M, w.attn_norm, eps, h.data());
-    be.matmul(h.data(), M, w.wq, q.data());
-    be.matmul(h.data(), M, w.wk, k.data());
-    be.matmul(h.data(), M, w.wv, v.data());
-    be.rope(q.data(), M, c.num_attention_heads, c.head_dim, positions.data(), c.rope_theta);
-    be.rope(k.data(), M, c.num_key_value_heads, c.head_dim, positions.data(), c.rope_theta);
-    args.q = q.data();
-    args.k = k.data();
-    args.v = v.data();
+    be.rmsnorm(a.x, M, w.attn_norm, eps, a.h);
+    be.matmul(a.h, M, w.wq, a.q);
+    be.matmul(a.h, M, w.wk, a.k);
+    be.matmul(a.h, M, w.wv, a.v);
+    be.rope(a.q, M, c.num_attention_heads, c.head_dim, a.positions, c.rope_theta);
+    be.rope(a.k, M, c.num_key_value_heads, c.head_dim, a.positions, c.rope_theta);
     args.k_cache = cache.keys(l);
     args.v_cache = cache.values(l);
     args.k_scale = cache.key_scales(l);
     args.v_scale = cache.value_scales(l);
-    args.out = attn.data();
     be.attention(args);
-    cache.store_layer(l, k.data(), v.data(), T);
-    be.matmul(attn.data(), M, w.wo, h.data());
-    be.add(x.data(), h.data(), M * H);
+    cache.store_layer(l, a.k, a.v, T);
+    be.matmul(a.attn, M, w.wo, a.h);
+    be.add(a.x, a.h, M * H);
     // MLP block (SwiGLU).
-    be.rmsnorm(x.data(), M, w.mlp_norm, eps, h.data());
-    be.matmul(h.data(), M, w.w_gate, gate.data());
-    be.matmul(h.data(), M, w.w_up, up.data());
-    be.silu_mul(gate.data(), up.data(), gate.data(), M * c.intermediate_size);
-    be.matmul(gate.data(), M, w.w_down, h.data());
-    be.add(x.data(), h.data(), M * H);
-    if (options.output_hidden_states && l + 1 < c.num_hidden_layers) out.hidden_states.push_back(x);
+    be.rmsnorm(a.x, M, w.mlp_norm, eps, a.h);
+    be.matmul(a.h, M, w.w_gate, a.gate);
+    be.matmul(a.h, M, w.w_up, a.up);
+    be.silu_mul(a.gate, a.up, a.gate, M * c.intermediate_size);
+    be.matmul(a.gate, M, w.w_down, a.h);
+    be.add(a.x, a.h, M * H);
+    if (options.output_hidden_states && l + 1 < c.num_hidden_layers) {
+      out.hidden_states.push_back(download(a.x, M * H));
+    }
   }
   cache.advance(attention_mask.data(), T);
 
-  be.rmsnorm(x.data(), M, weights_.final_norm, eps, h.data());
-  if (options.output_hidden_states) out.hidden_states.push_back(h);
-  if (options.all_logits) {
-    out.logit_positions = T;
-    out.logits.resize(M * c.vocab_size);
-    be.matmul(h.data(), M, weights_.lm_head, out.logits.data());
-  } else {
+  be.rmsnorm(a.x, M, weights_.final_norm, eps, a.h);
+  if (options.output_hidden_states) out.hidden_states.push_back(download(a.h, M * H));
+  const void* head_input = a.h;
+  int64_t head_rows = M;
+  out.logit_positions = T;
+  if (!options.all_logits) {
     out.logit_positions = 1;
-    std::vector<float> last(batch * H);
-    for (int64_t b = 0; b < batch; ++b) {
-      std::copy_n(h.data() + ((b + 1) * T - 1) * H, H, last.data() + b * H);
+    head_rows = batch;
+    if (T > 1) {
+      const size_t row_bytes = H * dtype_size(be.activation_dtype());
+      for (int64_t b = 0; b < batch; ++b) {
+        be.copy(static_cast<uint8_t*>(a.last) + b * row_bytes,
+                static_cast<const uint8_t*>(a.h) + ((b + 1) * T - 1) * row_bytes, row_bytes);
+      }
+      head_input = a.last;
     }
-    out.logits.resize(batch * c.vocab_size);
-    be.matmul(last.data(), batch, weights_.lm_head, out.logits.data());
   }
+  be.matmul_f32_out(head_input, head_rows, weights_.lm_head, a.logits);
+  out.logits.resize(head_rows * c.vocab_size);
+  be.to_host(out.logits.data(), a.logits, out.logits.size() * sizeof(float));
   return out;
 }
 

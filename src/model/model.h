@@ -4,11 +4,14 @@
 // convention: [0] the embeddings, [l] the output of layer l-1 for l < L, [L] the last layer's
 // output after the final norm. Position ids come from the mask as Hugging Face's generate() makes
 // them (count of real tokens before each one). The model is immutable after construction; forward
-// is not reentrant (one call at a time per Model, because the backend is shared).
+// is not reentrant (one call at a time per Model: the backend and the activation workspace are
+// shared). Activations and the KV cache live in the backend's memory; only the ids, the mask and
+// the outputs cross to and from the host.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -42,6 +45,11 @@ class Model {
   ModelWeights& mutable_weights() { return weights_; }
   Backend& backend() { return *backend_; }
 
+  // A KV cache in this model's backend memory for `batch` sequences of up to
+  // max_sequence_length tokens, stored as `dtype` (default: the backend's, F32 on the CPU).
+  Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
+                            std::optional<DType> dtype = std::nullopt);
+
   // input_ids and attention_mask are [B, T] row-major (mask 1 = real token, 0 = padding). The
   // cache must have been created for batch B; it is advanced by T. Errors (ids out of range, a
   // mask value other than 0/1, a full cache) leave the cache untouched.
@@ -50,9 +58,20 @@ class Model {
                                 KvCache& cache, const ForwardOptions& options = {});
 
  private:
+  // Activation buffers of one forward call, carved from one backend allocation kept between
+  // calls and grown when a call needs more.
+  struct Activations;
+  Result<Activations> activations(int64_t rows, int64_t batch);
+  std::vector<float> download(const void* src, int64_t n);
+
   ModelConfig config_;
   ModelWeights weights_;
   std::unique_ptr<Backend> backend_;
+  Buffer workspace_;
 };
+
+// Moves every weight to where `backend` computes (Backend::place_weight); a tied lm_head stays
+// the embedding's view. A no-op for host backends. Errors name the tensor.
+Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend);
 
 }  // namespace mistral

@@ -44,6 +44,10 @@ void attention(const AttentionArgs& a) {
   const size_t cache_row_bytes = static_cast<size_t>(hd) * dtype_size(cache_dtype);
   const auto* k_cache = static_cast<const uint8_t*>(a.k_cache);
   const auto* v_cache = static_cast<const uint8_t*>(a.v_cache);
+  const auto* q_all = static_cast<const float*>(a.q);
+  const auto* k_new = static_cast<const float*>(a.k);
+  const auto* v_new = static_cast<const float*>(a.v);
+  auto* out_all = static_cast<float*>(a.out);
   ThreadPool::global().parallel_for(a.batch * a.num_heads, 1, [&](size_t begin, size_t end) {
     std::vector<float> scores;
     std::vector<ValueRow> values;
@@ -53,8 +57,8 @@ void attention(const AttentionArgs& a) {
       const int64_t h = static_cast<int64_t>(bh) % a.num_heads;
       const int64_t kvh = h / group;
       for (int64_t t = 0; t < a.new_tokens; ++t) {
-        const float* q = a.q + (b * a.new_tokens + t) * q_stride + h * hd;
-        float* out = a.out + (b * a.new_tokens + t) * q_stride + h * hd;
+        const float* q = q_all + (b * a.new_tokens + t) * q_stride + h * hd;
+        float* out = out_all + (b * a.new_tokens + t) * q_stride + h * hd;
         const int64_t q_index = a.first_seq_index + t;
         scores.clear();
         values.clear();
@@ -72,8 +76,8 @@ void attention(const AttentionArgs& a) {
           if (!a.new_valid[b * a.new_tokens + j]) continue;
           if (!visible(q_index, a.first_seq_index + j, a.sliding_window)) continue;
           const int64_t off = (b * a.new_tokens + j) * kv_stride + kvh * hd;
-          scores.push_back(dot_f32(q, a.k + off, hd) * a.scale);
-          values.push_back({a.v + off, DType::kF32, 1.0f});
+          scores.push_back(dot_f32(q, k_new + off, hd) * a.scale);
+          values.push_back({v_new + off, DType::kF32, 1.0f});
         }
         std::fill(acc.begin(), acc.end(), 0.0f);
         if (!scores.empty()) {

@@ -17,6 +17,9 @@ void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int64
 void attention(const AttentionArgs& args);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* x, const float* y, int64_t n);
+void store_kv(const KvWriteArgs& args);  // F32 activations
+void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index, int64_t capacity,
+                     const uint8_t* new_valid, int64_t* slot_seq_index, uint8_t* slot_valid);
 
 // Converts n elements of a F32/BF16/F16 row to F32.
 void row_to_f32(const void* src, DType dtype, int64_t n, float* dst);
