@@ -11,9 +11,6 @@ namespace {
 
 class FixtureTest : public ::testing::TestWithParam<std::string> {};
 
-// `native` holds the gqa weights in Mistral's layout and shares gqa's expected outputs.
-std::string reference_case(const std::string& name) { return name == "native" ? "gqa" : name; }
-
 TEST_P(FixtureTest, LogitsAndHiddenStatesMatchTransformers) {
   const std::string name = GetParam();
   const std::string ref = fixture_dir(reference_case(name));
@@ -129,10 +126,7 @@ TEST_P(FixtureTest, GreedyTokensAndStepLogitsMatchTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllCases, FixtureTest,
-                         ::testing::Values("gqa", "mha", "sliding_window", "head_dim", "tied",
-                                           "rope_1e6_toplevel", "bf16", "sharded", "native",
-                                           "eos_stop"));
+INSTANTIATE_TEST_SUITE_P(AllCases, FixtureTest, ::testing::ValuesIn(all_fixtures()));
 
 TEST(FixtureExtras, RightPaddedBatchMatchesTransformers) {
   auto model = load_fixture_model("gqa");

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -28,8 +30,22 @@ inline void PrintTo(DType dtype, std::ostream* os) { *os << dtype_name(dtype); }
 
 namespace mistral::testing {
 
+// The fixtures directory compiled in, or $MISTRAL_FIXTURES_DIR (a build run from another checkout,
+// e.g. on a GPU machine).
 inline std::string fixture_dir(const std::string& name) {
-  return std::string(MISTRAL_FIXTURES_DIR) + "/" + name;
+  const char* env = std::getenv("MISTRAL_FIXTURES_DIR");
+  return std::string(env != nullptr && *env != 0 ? env : MISTRAL_FIXTURES_DIR) + "/" + name;
+}
+
+// Every model fixture.
+inline std::vector<std::string> all_fixtures() {
+  return {"gqa",  "mha",     "sliding_window", "head_dim", "tied", "rope_1e6_toplevel",
+          "bf16", "sharded", "native",         "eos_stop"};
+}
+
+// `native` holds the gqa weights in Mistral's layout and shares gqa's expected outputs.
+inline std::string reference_case(const std::string& name) {
+  return name == "native" ? "gqa" : name;
 }
 
 inline nlohmann::json read_json(const std::string& path) {
@@ -84,9 +100,12 @@ inline Array read_array(const std::string& path, const std::string& name) {
   return a;
 }
 
-inline std::unique_ptr<Model> load_fixture_model(const std::string& name,
-                                                 LoadOptions options = {}) {
-  auto model = load_model(fixture_dir(name), make_cpu_backend(), options);
+inline std::unique_ptr<Model> load_fixture_model(const std::string& name, LoadOptions options = {},
+                                                 const std::string& device = "cpu") {
+  auto backend = make_backend(device);
+  EXPECT_TRUE(backend.ok()) << backend.status().message();
+  if (!backend.ok()) return nullptr;
+  auto model = load_model(fixture_dir(name), std::move(backend).value(), options);
   EXPECT_TRUE(model.ok()) << model.status().message();
   return model.ok() ? std::move(model).value() : nullptr;
 }
@@ -118,8 +137,8 @@ inline void expect_close(const Diff& d, const std::string& what, double toleranc
 // Prefill of the first half of the padded prompts, then one token at a time through a cache of
 // `dtype`; the logits of every position, [B, T, vocab].
 inline std::vector<float> cached_decode_logits(Model& model, const Inputs& in, int64_t vocab,
-                                               DType dtype = DType::kF32) {
-  auto cache = KvCache::create(model.config(), in.batch, in.seq, dtype);
+                                               std::optional<DType> dtype = std::nullopt) {
+  auto cache = model.new_cache(in.batch, in.seq, dtype);
   EXPECT_TRUE(cache.ok());
   if (!cache.ok()) return {};
   std::vector<float> logits(in.batch * in.seq * vocab);
@@ -143,6 +162,60 @@ inline std::vector<float> cached_decode_logits(Model& model, const Inputs& in, i
     t += chunk;
   }
   return logits;
+}
+
+inline int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
+
+inline bool in_top5(const float* logits, int64_t vocab, int64_t token) {
+  int64_t above = 0;
+  for (int64_t i = 0; i < vocab; ++i) above += logits[i] > logits[token];
+  return above < 5;
+}
+
+// Every decode step's logits with HF's greedy tokens fed back, from a cache of `dtype` (the
+// logits our greedy decoding sees as long as its tokens equal HF's). Rows that HF stopped
+// (eos_stop) are not compared, as in fixture_test.cc.
+struct Steps {
+  int64_t batch = 0, steps = 0, vocab = 0, first_row = 0;
+  std::vector<float> ours, hf;               // [B, steps, vocab]
+  std::vector<std::vector<int32_t>> tokens;  // HF's greedy tokens per row
+};
+
+inline Steps decode_hf_tokens(Model& model, const std::string& name,
+                              std::optional<DType> dtype = std::nullopt) {
+  Steps r;
+  const std::string ref = fixture_dir(reference_case(name));
+  Inputs in = read_inputs(ref + "/inputs.json");
+  nlohmann::json greedy = read_json(ref + "/greedy.json");
+  const int64_t n = greedy["max_new_tokens"].get<int64_t>();
+  Array step_logits = read_array(ref + "/greedy_logits.safetensors", "step_logits");
+  r.batch = in.batch;
+  r.steps = n;
+  r.vocab = step_logits.shape[2];
+  r.first_row = greedy.contains("stop_step") ? 1 : 0;
+  r.hf = step_logits.data;
+  r.ours.resize(r.hf.size());
+  for (int64_t b = 0; b < in.batch; ++b) {
+    r.tokens.push_back(greedy["new_tokens"][b].get<std::vector<int32_t>>());
+  }
+  auto cache = model.new_cache(in.batch, in.seq + n, dtype);
+  EXPECT_TRUE(cache.ok()) << cache.status().message();
+  if (!cache.ok()) return r;
+  ForwardOptions last_only;
+  last_only.all_logits = false;
+  auto out = model.forward(in.ids, in.mask, in.batch, *cache, last_only);
+  for (int64_t step = 0; step < n; ++step) {
+    EXPECT_TRUE(out.ok()) << out.status().message();
+    if (!out.ok()) return r;
+    for (int64_t b = 0; b < in.batch; ++b) {
+      std::copy_n(out->logits.data() + b * r.vocab, r.vocab,
+                  r.ours.data() + (b * n + step) * r.vocab);
+    }
+    std::vector<int32_t> next(in.batch);
+    for (int64_t b = 0; b < in.batch; ++b) next[b] = r.tokens[b][step];
+    out = model.forward(next, std::vector<uint8_t>(in.batch, 1), in.batch, *cache, last_only);
+  }
+  return r;
 }
 
 }  // namespace mistral::testing

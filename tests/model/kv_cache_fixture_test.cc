@@ -16,16 +16,6 @@
 namespace mistral::testing {
 namespace {
 
-std::vector<std::string> fixtures() {
-  return {"gqa",  "mha",     "sliding_window", "head_dim", "tied", "rope_1e6_toplevel",
-          "bf16", "sharded", "native",         "eos_stop"};
-}
-
-// `native` holds the gqa weights in Mistral's layout and shares gqa's expected outputs.
-std::string reference_case(const std::string& name) { return name == "native" ? "gqa" : name; }
-
-int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
-
 // The error a cache of each type may add to logits, relative to the logit scale (as expect_close
 // measures it), over every fixture: prompt logits through cached decoding and every greedy step's
 // logits. Measured maxima (all fixtures, both comparisons): BF16 1.14e-2 (rope_1e6_toplevel step
@@ -40,59 +30,6 @@ double logit_tolerance(DType dtype) {
     default:
       return 5e-2;
   }
-}
-
-bool in_top5(const float* logits, int64_t vocab, int64_t token) {
-  int64_t above = 0;
-  for (int64_t i = 0; i < vocab; ++i) above += logits[i] > logits[token];
-  return above < 5;
-}
-
-// Every decode step's logits with HF's greedy tokens fed back, from a cache of `dtype` (the
-// logits our greedy decoding sees as long as its tokens equal HF's). Rows that HF stopped
-// (eos_stop) are not compared, as in fixture_test.cc.
-struct Steps {
-  int64_t batch = 0, steps = 0, vocab = 0, first_row = 0;
-  std::vector<float> ours, hf;               // [B, steps, vocab]
-  std::vector<std::vector<int32_t>> tokens;  // HF's greedy tokens per row
-};
-
-Steps decode_hf_tokens(const std::string& name, DType dtype) {
-  Steps r;
-  const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
-  if (model == nullptr) return r;
-  Inputs in = read_inputs(ref + "/inputs.json");
-  nlohmann::json greedy = read_json(ref + "/greedy.json");
-  const int64_t n = greedy["max_new_tokens"].get<int64_t>();
-  Array step_logits = read_array(ref + "/greedy_logits.safetensors", "step_logits");
-  r.batch = in.batch;
-  r.steps = n;
-  r.vocab = step_logits.shape[2];
-  r.first_row = greedy.contains("stop_step") ? 1 : 0;
-  r.hf = step_logits.data;
-  r.ours.resize(r.hf.size());
-  for (int64_t b = 0; b < in.batch; ++b) {
-    r.tokens.push_back(greedy["new_tokens"][b].get<std::vector<int32_t>>());
-  }
-  auto cache = KvCache::create(model->config(), in.batch, in.seq + n, dtype);
-  EXPECT_TRUE(cache.ok()) << cache.status().message();
-  if (!cache.ok()) return r;
-  ForwardOptions last_only;
-  last_only.all_logits = false;
-  auto out = model->forward(in.ids, in.mask, in.batch, *cache, last_only);
-  for (int64_t step = 0; step < n; ++step) {
-    EXPECT_TRUE(out.ok()) << out.status().message();
-    if (!out.ok()) return r;
-    for (int64_t b = 0; b < in.batch; ++b) {
-      std::copy_n(out->logits.data() + b * r.vocab, r.vocab,
-                  r.ours.data() + (b * n + step) * r.vocab);
-    }
-    std::vector<int32_t> next(in.batch);
-    for (int64_t b = 0; b < in.batch; ++b) next[b] = r.tokens[b][step];
-    out = model->forward(next, std::vector<uint8_t>(in.batch, 1), in.batch, *cache, last_only);
-  }
-  return r;
 }
 
 class NarrowKvCacheTest : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
@@ -129,7 +66,7 @@ TEST_P(NarrowKvCacheTest, CachedDecodeLogitsCloseToTransformers) {
 // sliding_window and 1 of 24 on rope_1e6_toplevel), HF's token always in our top 5.
 TEST_P(NarrowKvCacheTest, StepLogitsCloseToTransformers) {
   const auto [name, dtype] = GetParam();
-  const Steps s = decode_hf_tokens(name, dtype);
+  const Steps s = decode_hf_tokens(*load_fixture_model(name), name, dtype);
   ASSERT_GT(s.steps, 0);
   int64_t compared = 0, agree = 0;
   for (int64_t b = s.first_row; b < s.batch; ++b) {
@@ -179,7 +116,7 @@ TEST_P(HalfKvCacheTest, GreedyTokensMatchTransformers) {
             KvCache::bytes_per_position(model->config(), dtype) * in.batch *
                 std::min<int64_t>(in.seq + gen.max_new_tokens,
                                   model->config().sliding_window.value_or(1 << 30)));
-  const Steps s = decode_hf_tokens(name, dtype);
+  const Steps s = decode_hf_tokens(*load_fixture_model(name), name, dtype);
   ASSERT_GT(s.steps, 0);
   for (int64_t b = 0; b < in.batch; ++b) {
     std::vector<int32_t> expected = s.tokens[b];
@@ -211,12 +148,12 @@ std::string case_name(const ::testing::TestParamInfo<NarrowKvCacheTest::ParamTyp
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, NarrowKvCacheTest,
-                         ::testing::Combine(::testing::ValuesIn(fixtures()),
+                         ::testing::Combine(::testing::ValuesIn(all_fixtures()),
                                             ::testing::Values(DType::kBF16, DType::kF16,
                                                               DType::kI8)),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(Fixtures, HalfKvCacheTest,
-                         ::testing::Combine(::testing::ValuesIn(fixtures()),
+                         ::testing::Combine(::testing::ValuesIn(all_fixtures()),
                                             ::testing::Values(DType::kBF16, DType::kF16)),
                          case_name);
 

@@ -229,7 +229,10 @@ void attention_prefill(KernelContext& ctx, const AttentionParams& p) {
 }
 
 void attention(KernelContext& ctx, const AttentionParams& p) {
-  if (p.new_tokens * (p.num_heads / std::max<int64_t>(1, p.num_kv_heads)) <= kMaxDecodeRows) {
+  if (p.head_dim != 64 && p.head_dim != 128) {
+    attention_generic(ctx, p);
+  } else if (p.new_tokens * (p.num_heads / std::max<int64_t>(1, p.num_kv_heads)) <=
+             kMaxDecodeRows) {
     attention_decode(ctx, p);
   } else {
     attention_prefill(ctx, p);

@@ -126,7 +126,8 @@ void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden,
 // The device form of backend.h's AttentionArgs, with the same mask: the key at sequence index k
 // is visible to the query at sequence index q iff the key is not padding, k <= q, and, with a
 // sliding window W > 0, q - k < W. Queries see the cache (a ring of `capacity` slots per row,
-// filled before this call) and the keys of this call. head_dim is 64 or 128; num_heads is a
+// filled before this call) and the keys of this call. head_dim is 64 or 128 for the tensor-core
+// kernels (attention_generic takes the others); num_heads is a
 // multiple of num_kv_heads (grouped-query attention).
 struct AttentionParams {
   int64_t batch = 0;
@@ -152,8 +153,11 @@ struct AttentionParams {
   bf16* out = nullptr;  // [B, T, heads, head_dim]; queries with no visible key get zeros
 };
 
-// Chooses decode (new_tokens * group <= kMaxDecodeRows) or prefill.
+// Chooses decode (new_tokens * group <= kMaxDecodeRows) or prefill, or attention_generic for a
+// head_dim other than 64 and 128.
 void attention(KernelContext& ctx, const AttentionParams& p);
+// One warp per query, float32 online softmax, any head_dim up to 256 (slow; for small models).
+void attention_generic(KernelContext& ctx, const AttentionParams& p);
 // Flash attention (FlashAttention-2 scheme) on tensor cores: 64 query rows per block against
 // 64-key tiles staged in shared memory, online softmax in float32, P rounded to bf16 for P*V as
 // in HF's bf16 eager attention. Any T.
@@ -164,6 +168,29 @@ void attention_prefill(KernelContext& ctx, const AttentionParams& p);
 inline constexpr int64_t kMaxDecodeRows = 16;
 void attention_decode(KernelContext& ctx, const AttentionParams& p);
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p);
+
+// ---------------------------------------------------------------- KV cache writes
+
+// Token t of row b (the last min(T, capacity) tokens) goes to slot (first_seq_index + t) %
+// capacity of the bf16 ring [B, capacity, kv_heads, head_dim], exactly (a copy).
+struct KvStoreParams {
+  int64_t batch = 0;
+  int64_t new_tokens = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t capacity = 0;
+  int64_t first_seq_index = 0;
+  const bf16* k = nullptr;  // [B, T, kv_heads, head_dim]
+  const bf16* v = nullptr;
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+};
+void store_kv(KernelContext& ctx, const KvStoreParams& p);
+// For the last min(T, capacity) tokens: slot s = (first_seq_index + t) % capacity gets
+// slot_seq_index[s] = first_seq_index + t and slot_valid[b][s] = new_valid[b][t].
+void record_kv_slots(KernelContext& ctx, int64_t batch, int64_t new_tokens, int64_t first_seq_index,
+                     int64_t capacity, const uint8_t* new_valid, int64_t* slot_seq_index,
+                     uint8_t* slot_valid);
 
 // ---------------------------------------------------------------- sampling
 

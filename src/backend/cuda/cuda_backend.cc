@@ -1,0 +1,283 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/kernels.h"
+#include "core/half.h"
+#include "core/quant.h"
+
+namespace mistral::cuda {
+namespace {
+
+constexpr size_t kScratchBytes = size_t{64} << 20;  // split-K partials, dequantized GEMM tiles
+
+const bf16* act(const void* p) { return static_cast<const bf16*>(p); }
+bf16* act(void* p) { return static_cast<bf16*>(p); }
+
+// A Tensor whose data (and scales) live in device buffers it keeps alive.
+Result<Tensor> upload_tensor(const Tensor& host, cudaStream_t stream, const std::string& what) {
+  Tensor t = host;
+  auto values = std::make_shared<DeviceBuffer>();
+  MISTRAL_ASSIGN_OR_RETURN(*values, DeviceBuffer::allocate(host.value_bytes(), what));
+  MISTRAL_CUDA_CHECK(cudaMemcpyAsync(values->data(), host.data, host.value_bytes(),
+                                     cudaMemcpyHostToDevice, stream));
+  t.data = values->data();
+  t.owner = values;
+  if (host.quantized()) {
+    auto scales = std::make_shared<DeviceBuffer>();
+    MISTRAL_ASSIGN_OR_RETURN(*scales, DeviceBuffer::allocate(host.scale_bytes(), what + " scales"));
+    MISTRAL_CUDA_CHECK(cudaMemcpyAsync(scales->data(), host.scales, host.scale_bytes(),
+                                       cudaMemcpyHostToDevice, stream));
+    t.scales = scales->data();
+    t.scales_owner = scales;
+  }
+  t.on_device = true;
+  // The host source may be unmapped as soon as this returns.
+  MISTRAL_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return t;
+}
+
+DeviceWeight device_weight(const Tensor& w) {
+  MISTRAL_CHECK(w.on_device) << "cuda backend: weight was not placed on the device";
+  DeviceWeight d;
+  d.format = w.quant == QuantType::kInt8   ? WeightFormat::kInt8
+             : w.quant == QuantType::kInt4 ? WeightFormat::kInt4
+                                           : WeightFormat::kBF16;
+  MISTRAL_CHECK(w.quantized() || w.dtype == DType::kBF16)
+      << "cuda backend: dense weights must be bf16, got " << dtype_name(w.dtype);
+  d.n = w.shape.at(0);
+  d.k = w.shape.at(1);
+  d.data = w.data;
+  d.scales = static_cast<const __half*>(w.scales);
+  return d;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  static Result<std::unique_ptr<Backend>> create(int device) {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+      (void)cudaGetLastError();
+      return error(std::string("device cuda:") + std::to_string(device) +
+                   ": no CUDA device is available (" +
+                   (err != cudaSuccess ? cudaGetErrorString(err) : "0 devices") + ")");
+    }
+    if (device < 0 || device >= count) {
+      return error("device cuda:" + std::to_string(device) + ": this machine has " +
+                   std::to_string(count) +
+                   " CUDA device(s), cuda:0 to cuda:" + std::to_string(count - 1));
+    }
+    MISTRAL_CUDA_CHECK(cudaSetDevice(device));
+    std::unique_ptr<CudaBackend> be(new CudaBackend());
+    be->device_ = device;
+    MISTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&be->stream_, cudaStreamNonBlocking));
+    MISTRAL_ASSIGN_OR_RETURN(be->ctx_, KernelContext::create(be->stream_, kScratchBytes));
+    return std::unique_ptr<Backend>(std::move(be));
+  }
+
+  ~CudaBackend() override {
+    ctx_.reset();  // synchronizes the stream before its buffers go
+    inv_freq_.clear();
+    if (stream_ != nullptr) MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream_));
+  }
+
+  std::string name() const override { return "cuda:" + std::to_string(device_); }
+  DType activation_dtype() const override { return DType::kBF16; }
+
+  Result<Buffer> allocate(size_t bytes, const std::string& what) override {
+    auto block = std::make_shared<DeviceBuffer>();
+    MISTRAL_ASSIGN_OR_RETURN(*block, DeviceBuffer::allocate(std::max<size_t>(bytes, 1), what));
+    Buffer b;
+    b.data = block->data();
+    b.bytes = bytes;
+    b.owner = std::move(block);
+    return b;
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    // From pageable memory the call returns once the source has been staged, so the caller may
+    // reuse it at once.
+    MISTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  void to_host(void* dst, const void* src, size_t bytes) override {
+    if (bytes != 0) {
+      MISTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    }
+    MISTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    MISTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+
+  Result<Tensor> place_weight(const Tensor& host, WeightUse use, const std::string& what) override {
+    if (host.empty()) return host;
+    MISTRAL_CUDA_CHECK(cudaSetDevice(device_));
+    if (use == WeightUse::kNorm || use == WeightUse::kEmbedding) {
+      // Looked up or multiplied element-wise: bf16 rows (a quantized table is expanded).
+      Tensor dense = host.quantized() ? dequantize_matrix(host) : host;
+      if (dense.dtype != DType::kBF16) dense = convert_tensor(dense, DType::kBF16);
+      return upload_tensor(dense, stream_, what);
+    }
+    if (host.shape.size() != 2) return error(what + ": expected a matrix");
+    const int64_t k = host.shape[1];
+    if (host.quantized()) {
+      if (k % kQuantGroup != 0) {
+        return error(what + ": in_features " + std::to_string(k) +
+                     " is not a multiple of 32, which the quantized CUDA kernels need");
+      }
+      return upload_tensor(host, stream_, what);
+    }
+    if (k % 8 != 0) {
+      return error(what + ": in_features " + std::to_string(k) +
+                   " is not a multiple of 8, which the CUDA kernels need");
+    }
+    if (host.dtype == DType::kBF16) return upload_tensor(host, stream_, what);
+    return upload_tensor(convert_tensor(host, DType::kBF16), stream_, what);
+  }
+
+  void matmul(const void* x, int64_t m, const Tensor& w, void* y) override {
+    const DeviceWeight d = device_weight(w);
+    reserve_gemv_scratch(d, m);
+    linear(*ctx_, act(x), m, d, act(y));
+  }
+  void matmul_f32_out(const void* x, int64_t m, const Tensor& w, float* y) override {
+    const DeviceWeight d = device_weight(w);
+    reserve_gemv_scratch(d, m);
+    linear(*ctx_, act(x), m, d, y);
+  }
+  void embed(const Tensor& table, const int32_t* ids, int64_t n, void* out) override {
+    MISTRAL_CHECK(table.on_device && table.dtype == DType::kBF16 && !table.quantized())
+        << "cuda backend: the embedding table must be placed as bf16";
+    cuda::embed<bf16>(*ctx_, table.as<bf16>(), table.shape[0], table.shape[1], ids, n, act(out));
+  }
+  void rmsnorm(const void* x, int64_t m, const Tensor& weight, float eps, void* y) override {
+    MISTRAL_CHECK(weight.on_device && weight.dtype == DType::kBF16)
+        << "cuda backend: norm weights must be placed as bf16";
+    cuda::rmsnorm<bf16>(*ctx_, act(x), m, weight.shape[0], weight.as<bf16>(), eps, act(y));
+  }
+  void rope(void* x, int64_t tokens, int64_t heads, int64_t head_dim, const int64_t* positions,
+            double theta) override {
+    cuda::rope<bf16>(*ctx_, act(x), tokens, heads, head_dim, positions, inv_freq(head_dim, theta));
+  }
+  void attention(const AttentionArgs& a) override {
+    MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
+        << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
+    AttentionParams p;
+    p.batch = a.batch;
+    p.new_tokens = a.new_tokens;
+    p.num_heads = a.num_heads;
+    p.num_kv_heads = a.num_kv_heads;
+    p.head_dim = a.head_dim;
+    p.first_seq_index = a.first_seq_index;
+    p.sliding_window = a.sliding_window;
+    p.scale = a.scale;
+    p.q = act(a.q);
+    p.k = act(a.k);
+    p.v = act(a.v);
+    p.new_valid = a.new_valid;
+    p.capacity = a.capacity;
+    p.k_cache = act(a.k_cache);
+    p.v_cache = act(a.v_cache);
+    p.slot_seq_index = a.slot_seq_index;
+    p.slot_valid = a.slot_valid;
+    p.out = act(a.out);
+    if ((p.head_dim == 64 || p.head_dim == 128) &&
+        p.new_tokens * (p.num_heads / p.num_kv_heads) <= kMaxDecodeRows) {
+      reserve(attention_decode_scratch_bytes(*ctx_, p));
+    }
+    cuda::attention(*ctx_, p);
+  }
+  void store_kv(const KvWriteArgs& a) override {
+    MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
+        << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
+    KvStoreParams p;
+    p.batch = a.batch;
+    p.new_tokens = a.new_tokens;
+    p.num_kv_heads = a.num_kv_heads;
+    p.head_dim = a.head_dim;
+    p.capacity = a.capacity;
+    p.first_seq_index = a.first_seq_index;
+    p.k = act(a.k);
+    p.v = act(a.v);
+    p.k_cache = act(a.k_cache);
+    p.v_cache = act(a.v_cache);
+    cuda::store_kv(*ctx_, p);
+  }
+  void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index, int64_t capacity,
+                       const uint8_t* new_valid, int64_t* slot_seq_index,
+                       uint8_t* slot_valid) override {
+    cuda::record_kv_slots(*ctx_, batch, new_tokens, first_seq_index, capacity, new_valid,
+                          slot_seq_index, slot_valid);
+  }
+  void silu_mul(const void* gate, const void* up, void* out, int64_t n) override {
+    cuda::silu_mul<bf16>(*ctx_, act(gate), act(up), act(out), n);
+  }
+  void add(void* x, const void* y, int64_t n) override {
+    cuda::add<bf16>(*ctx_, act(x), act(y), n);
+  }
+
+  bool supports_weight_dtype(DType dtype) const override { return dtype == DType::kBF16; }
+  DType preferred_weight_dtype() const override { return DType::kBF16; }
+  bool supports_quantization(QuantType type) const override { return true; }
+  bool supports_kv_cache_dtype(DType dtype) const override { return dtype == DType::kBF16; }
+  DType default_kv_cache_dtype() const override { return DType::kBF16; }
+  double peak_memory_bandwidth() const override {
+    int clock_khz = 0, bus_bits = 0;
+    if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device_) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device_) !=
+            cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);  // double data rate
+  }
+  std::string description() const override { return name() + " (" + ctx_->props().name + ")"; }
+
+ private:
+  CudaBackend() = default;
+
+  void reserve(size_t bytes) {
+    const Status s = ctx_->reserve_scratch(bytes);
+    MISTRAL_CHECK(s.ok()) << s.message();
+  }
+  void reserve_gemv_scratch(const DeviceWeight& w, int64_t m) {
+    if (m <= kMaxGemvRows) reserve(gemv_scratch_bytes(*ctx_, w));
+  }
+  // inv_freq of rope, computed once per (head_dim, theta) as the CPU computes it.
+  const float* inv_freq(int64_t head_dim, double theta) {
+    auto key = std::make_pair(head_dim, theta);
+    auto it = inv_freq_.find(key);
+    if (it == inv_freq_.end()) {
+      const std::vector<float> host = rope_inv_freq(head_dim, theta);
+      Result<DeviceBuffer> buffer =
+          DeviceBuffer::allocate(host.size() * sizeof(float), "rope frequencies");
+      MISTRAL_CHECK(buffer.ok()) << buffer.status().message();
+      MISTRAL_CUDA_CHECK(cudaMemcpy(buffer->data(), host.data(), host.size() * sizeof(float),
+                                    cudaMemcpyHostToDevice));
+      it = inv_freq_.emplace(key, std::move(buffer).value()).first;
+    }
+    return it->second.as<float>();
+  }
+
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<KernelContext> ctx_;
+  std::map<std::pair<int64_t, double>, DeviceBuffer> inv_freq_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(int device) {
+  return CudaBackend::create(device);
+}
+
+}  // namespace mistral::cuda

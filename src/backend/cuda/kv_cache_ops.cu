@@ -1,0 +1,86 @@
+// Writing a layer's new keys and values into the bf16 KV cache ring and recording the new tokens
+// in the slot table: the device side of Backend::store_kv / record_kv_slots. Copies, no math.
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace mistral::cuda {
+namespace {
+
+// One block per (row, new token) that is kept; each thread moves 16 bytes at a time when the
+// vector length allows it.
+__global__ void store_kv_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                int64_t new_tokens, int64_t first_kept, int64_t kv_dim,
+                                int64_t capacity, int64_t first_seq_index, bf16* k_cache,
+                                bf16* v_cache) {
+  const int64_t kept = new_tokens - first_kept;
+  const int64_t b = blockIdx.x / kept;
+  const int64_t t = first_kept + blockIdx.x % kept;
+  const int64_t slot = (first_seq_index + t) % capacity;
+  const int64_t src = (b * new_tokens + t) * kv_dim;
+  const int64_t dst = (b * capacity + slot) * kv_dim;
+  if (kv_dim % 8 == 0) {
+    for (int64_t i = int64_t(threadIdx.x) * 8; i < kv_dim; i += int64_t(blockDim.x) * 8) {
+      *reinterpret_cast<uint4*>(k_cache + dst + i) = *reinterpret_cast<const uint4*>(k + src + i);
+      *reinterpret_cast<uint4*>(v_cache + dst + i) = *reinterpret_cast<const uint4*>(v + src + i);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+      k_cache[dst + i] = k[src + i];
+      v_cache[dst + i] = v[src + i];
+    }
+  }
+}
+
+__global__ void record_slots_kernel(int64_t batch, int64_t new_tokens, int64_t first_kept,
+                                    int64_t first_seq_index, int64_t capacity,
+                                    const uint8_t* __restrict__ new_valid,
+                                    int64_t* __restrict__ slot_seq_index,
+                                    uint8_t* __restrict__ slot_valid) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t kept = new_tokens - first_kept;
+  if (i >= kept * batch) return;
+  const int64_t b = i / kept;
+  const int64_t t = first_kept + i % kept;
+  const int64_t slot = (first_seq_index + t) % capacity;
+  if (b == 0) slot_seq_index[slot] = first_seq_index + t;
+  slot_valid[b * capacity + slot] = new_valid[b * new_tokens + t];
+}
+
+}  // namespace
+
+void store_kv(KernelContext& ctx, const KvStoreParams& p) {
+  const int64_t first_kept = std::max<int64_t>(0, p.new_tokens - p.capacity);
+  const int64_t blocks = p.batch * (p.new_tokens - first_kept);
+  if (blocks == 0) return;
+  const int64_t kv_dim = p.num_kv_heads * p.head_dim;
+  MISTRAL_CHECK(kv_dim % 8 != 0 ||
+                (reinterpret_cast<uintptr_t>(p.k) | reinterpret_cast<uintptr_t>(p.v) |
+                 reinterpret_cast<uintptr_t>(p.k_cache) | reinterpret_cast<uintptr_t>(p.v_cache)) %
+                        16 ==
+                    0)
+      << "store_kv: pointers must be 16-byte aligned";
+  const int64_t per_thread = kv_dim % 8 == 0 ? 8 : 1;
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>((kv_dim / per_thread + 31) / 32 * 32, 32, 256));
+  store_kv_kernel<<<static_cast<unsigned>(blocks), threads, 0, ctx.stream()>>>(
+      p.k, p.v, p.new_tokens, first_kept, kv_dim, p.capacity, p.first_seq_index, p.k_cache,
+      p.v_cache);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+void record_kv_slots(KernelContext& ctx, int64_t batch, int64_t new_tokens, int64_t first_seq_index,
+                     int64_t capacity, const uint8_t* new_valid, int64_t* slot_seq_index,
+                     uint8_t* slot_valid) {
+  const int64_t first_kept = std::max<int64_t>(0, new_tokens - capacity);
+  const int64_t n = batch * (new_tokens - first_kept);
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  record_slots_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0,
+                        ctx.stream()>>>(batch, new_tokens, first_kept, first_seq_index, capacity,
+                                        new_valid, slot_seq_index, slot_valid);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mistral::cuda

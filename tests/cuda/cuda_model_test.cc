@@ -1,0 +1,205 @@
+// The whole model on the CUDA backend (--device cuda) against Hugging Face transformers' numbers
+// (tests/fixtures) and against the CPU backend: every fixture's prompt logits through cached
+// decoding, every greedy step's logits with HF's tokens fed back, and greedy generation. The GPU
+// computes in bf16 (weights, activations and KV cache), so ARCHITECTURE.md's bf16 rule applies:
+// logits within a bf16 tolerance of the scale, and wherever the top-1 token differs from HF's,
+// each side's token is in the other's top 5. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "core/quant.h"
+#include "engine/generator.h"
+#include "model/checkpoint_writer.h"
+#include "model/fixture_util.h"
+
+namespace mistral::testing {
+namespace {
+
+bool have_gpu() {
+  int count = 0;
+  const bool ok = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  (void)cudaGetLastError();
+  return ok;
+}
+
+#define SKIP_WITHOUT_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+
+// bf16 everywhere: the fixtures' logit scales are 14-19 and rounding weights and activations to
+// 8 bits of mantissa moves them by a few hundredths.
+constexpr double kBf16Tolerance = 5e-2;
+
+class CudaModelTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaModelTest, CachedDecodeLogitsCloseToTransformers) {
+  SKIP_WITHOUT_GPU();
+  const std::string name = GetParam();
+  const std::string ref = fixture_dir(reference_case(name));
+  auto model = load_fixture_model(name, {}, "cuda");
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->backend().name(), "cuda:0");
+  Inputs in = read_inputs(ref + "/inputs.json");
+  Array expected = read_array(ref + "/expected.safetensors", "logits");
+  const int64_t vocab = expected.shape[2];
+  // One forward over the whole padded batch.
+  auto cache = model->new_cache(in.batch, in.seq);
+  ASSERT_TRUE(cache.ok()) << cache.status().message();
+  EXPECT_EQ(cache->dtype(), DType::kBF16);
+  auto out = model->forward(in.ids, in.mask, in.batch, *cache);
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  expect_close(masked_diff(out->logits.data(), expected.data.data(), in.mask, vocab),
+               name + " prefill on cuda", kBf16Tolerance);
+  // Half the prompt, then one token at a time through the cache.
+  const std::vector<float> logits = cached_decode_logits(*model, in, vocab);
+  ASSERT_EQ(logits.size(), expected.data.size());
+  expect_close(masked_diff(logits.data(), expected.data.data(), in.mask, vocab),
+               name + " cached decode on cuda", kBf16Tolerance);
+  int64_t positions = 0, agree = 0;
+  for (int64_t i = 0; i < in.batch * in.seq; ++i) {
+    if (!in.mask[i]) continue;
+    ++positions;
+    const int64_t ours = argmax(&logits[i * vocab], vocab);
+    const int64_t hf = argmax(&expected.data[i * vocab], vocab);
+    agree += ours == hf;
+    EXPECT_TRUE(in_top5(&logits[i * vocab], vocab, hf)) << name << " position " << i;
+    EXPECT_TRUE(in_top5(&expected.data[i * vocab], vocab, ours)) << name << " position " << i;
+  }
+  std::printf("[ cuda ] %s: prompt top-1 agreement %lld of %lld\n", name.c_str(),
+              static_cast<long long>(agree), static_cast<long long>(positions));
+}
+
+TEST_P(CudaModelTest, StepLogitsCloseToTransformers) {
+  SKIP_WITHOUT_GPU();
+  const std::string name = GetParam();
+  auto model = load_fixture_model(name, {}, "cuda");
+  ASSERT_NE(model, nullptr);
+  const Steps s = decode_hf_tokens(*model, name);
+  ASSERT_GT(s.steps, 0);
+  int64_t compared = 0, agree = 0;
+  for (int64_t b = s.first_row; b < s.batch; ++b) {
+    for (int64_t step = 0; step < s.steps; ++step) {
+      const float* ours = &s.ours[(b * s.steps + step) * s.vocab];
+      const float* hf = &s.hf[(b * s.steps + step) * s.vocab];
+      expect_close(masked_diff(ours, hf, std::vector<uint8_t>(1, 1), s.vocab),
+                   name + " step " + std::to_string(step) + " row " + std::to_string(b),
+                   kBf16Tolerance);
+      ++compared;
+      agree += argmax(ours, s.vocab) == argmax(hf, s.vocab);
+      EXPECT_TRUE(in_top5(ours, s.vocab, argmax(hf, s.vocab))) << "row " << b << " step " << step;
+      EXPECT_TRUE(in_top5(hf, s.vocab, argmax(ours, s.vocab))) << "row " << b << " step " << step;
+    }
+  }
+  std::printf("[ cuda ] %s: step top-1 agreement %lld of %lld\n", name.c_str(),
+              static_cast<long long>(agree), static_cast<long long>(compared));
+}
+
+// Greedy generation on the GPU against the CPU backend on the same weights rounded to bf16:
+// identical tokens up to the first divergence, where each side's token is in the other's top 5
+// (checked on the CPU's logits of that step).
+TEST_P(CudaModelTest, GreedyGenerationFollowsTheBf16Rule) {
+  SKIP_WITHOUT_GPU();
+  const std::string name = GetParam();
+  const std::string ref = fixture_dir(reference_case(name));
+  auto gpu = load_fixture_model(name, {}, "cuda");
+  ASSERT_NE(gpu, nullptr);
+  Inputs in = read_inputs(ref + "/inputs.json");
+  nlohmann::json greedy = read_json(ref + "/greedy.json");
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  GenerationConfig gen;
+  gen.max_new_tokens = greedy["max_new_tokens"].get<int64_t>();
+  gen.sampling.greedy = true;
+  auto result = generate(*gpu, prompts, gen);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  const Steps s = decode_hf_tokens(*gpu, name);
+  int64_t identical_rows = 0;
+  for (int64_t b = s.first_row; b < in.batch; ++b) {
+    const std::vector<int32_t>& got = result->new_tokens[b];
+    const std::vector<int32_t>& hf = s.tokens[b];
+    ASSERT_EQ(got.size(), hf.size());
+    const auto mismatch = std::mismatch(got.begin(), got.end(), hf.begin());
+    if (mismatch.first == got.end()) {
+      ++identical_rows;
+      continue;
+    }
+    // Up to the divergence our prefix equals HF's, so s.ours / s.hf are both sides' logits.
+    const int64_t step = mismatch.first - got.begin();
+    const float* ours = &s.ours[(b * s.steps + step) * s.vocab];
+    const float* theirs = &s.hf[(b * s.steps + step) * s.vocab];
+    std::printf("[ diverged ] %s row %lld step %lld: ours %d, HF %d\n", name.c_str(),
+                static_cast<long long>(b), static_cast<long long>(step), *mismatch.first,
+                *mismatch.second);
+    EXPECT_TRUE(in_top5(theirs, s.vocab, *mismatch.first)) << name << " row " << b;
+    EXPECT_TRUE(in_top5(ours, s.vocab, *mismatch.second)) << name << " row " << b;
+  }
+  std::printf("[ cuda ] %s: %lld of %lld rows generate HF's greedy tokens exactly\n", name.c_str(),
+              static_cast<long long>(identical_rows),
+              static_cast<long long>(in.batch - s.first_row));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCases, CudaModelTest, ::testing::ValuesIn(all_fixtures()));
+
+// The bf16 fixture against HF computing natively in bf16 (the closest reference for a bf16 GPU
+// path): logits within a few bf16 ulps of the scale.
+TEST(CudaModelExtras, Bf16FixtureMatchesTransformersBf16) {
+  SKIP_WITHOUT_GPU();
+  auto model = load_fixture_model("bf16", {}, "cuda");
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(fixture_dir("bf16") + "/inputs.json");
+  auto cache = model->new_cache(in.batch, in.seq);
+  ASSERT_TRUE(cache.ok());
+  auto out = model->forward(in.ids, in.mask, in.batch, *cache);
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  Array hf_bf16 = read_array(fixture_dir("bf16") + "/expected_bf16.safetensors", "logits");
+  expect_close(masked_diff(out->logits.data(), hf_bf16.data.data(), in.mask, hf_bf16.shape[2]),
+               "cuda bf16 vs HF bf16", 0.05);
+}
+
+// Errors a user can cause on the GPU path are Status messages naming the cause.
+TEST(CudaModelExtras, RefusesWhatTheGpuDoesNotStore) {
+  SKIP_WITHOUT_GPU();
+  auto model = load_fixture_model("gqa", {}, "cuda");
+  ASSERT_NE(model, nullptr);
+  auto f32_cache = model->new_cache(1, 8, DType::kF32);
+  ASSERT_FALSE(f32_cache.ok());
+  EXPECT_NE(f32_cache.status().message().find("bf16"), std::string::npos)
+      << f32_cache.status().message();
+  auto host_cache = KvCache::create(model->config(), 1, 8);  // host memory
+  ASSERT_TRUE(host_cache.ok());
+  auto out = model->forward(std::vector<int32_t>{1, 2}, std::vector<uint8_t>{1, 1}, 1, *host_cache);
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("Model::new_cache"), std::string::npos)
+      << out.status().message();
+  EXPECT_FALSE(make_backend("cuda:999").ok());
+  auto saved = save_checkpoint(model->config(), model->mutable_weights(), "/nonexistent/x");
+  ASSERT_FALSE(saved.ok());
+  EXPECT_NE(saved.message().find("GPU"), std::string::npos) << saved.message();
+}
+
+// Quantized weights on the GPU: the CPU's int8 / int4 layout uploaded as it is, close to the
+// CPU backend running the same quantized weights.
+TEST(CudaModelExtras, QuantizedWeightsMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (QuantType q : {QuantType::kInt8, QuantType::kInt4}) {
+    LoadOptions options;
+    options.quantize = q;
+    auto gpu = load_fixture_model("gqa", options, "cuda");
+    auto cpu = load_fixture_model("gqa", options, "cpu");
+    ASSERT_NE(gpu, nullptr);
+    ASSERT_NE(cpu, nullptr);
+    Inputs in = read_inputs(fixture_dir("gqa") + "/inputs.json");
+    const int64_t vocab = gpu->config().vocab_size;
+    const std::vector<float> g = cached_decode_logits(*gpu, in, vocab);
+    const std::vector<float> c = cached_decode_logits(*cpu, in, vocab);
+    ASSERT_EQ(g.size(), c.size());
+    expect_close(masked_diff(g.data(), c.data(), in.mask, vocab),
+                 "quantized " + std::string(quant_type_name(q)) + " cuda vs cpu", kBf16Tolerance);
+  }
+}
+
+}  // namespace
+}  // namespace mistral::testing
