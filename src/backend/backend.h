@@ -30,8 +30,11 @@ struct AttentionArgs {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   int64_t first_seq_index = 0;  // sequence index of the first new token (same for every row)
-  int64_t sliding_window = 0;   // 0: none
-  float scale = 1.0f;           // 1/sqrt(head_dim)
+  // The same value in backend memory (or null). A backend that records ops for replay
+  // (begin_capture) reads it there, so that a recording stays valid as the sequence grows.
+  const int64_t* first_seq_index_device = nullptr;
+  int64_t sliding_window = 0;  // 0: none
+  float scale = 1.0f;          // 1/sqrt(head_dim)
 
   // Activations (activation_dtype()).
   const void* q = nullptr;             // [B, T, heads, head_dim], rotary already applied
@@ -64,7 +67,8 @@ struct KvWriteArgs {
   int64_t head_dim = 0;
   int64_t capacity = 0;
   int64_t first_seq_index = 0;
-  const void* k = nullptr;  // [B, T, kv_heads, head_dim] activations
+  const int64_t* first_seq_index_device = nullptr;  // as in AttentionArgs
+  const void* k = nullptr;                          // [B, T, kv_heads, head_dim] activations
   const void* v = nullptr;
   DType cache_dtype = DType::kF32;
   void* k_cache = nullptr;  // [B, capacity, kv_heads, head_dim]
@@ -126,14 +130,26 @@ class Backend {
   virtual void store_kv(const KvWriteArgs& args) = 0;
   // Records T new tokens in the cache's slot table: for the last min(T, capacity) tokens,
   // slot s = (first_seq_index + t) % capacity gets slot_seq_index[s] = first_seq_index + t and
-  // slot_valid[b][s] = new_valid[b][t]. All pointers are backend memory.
+  // slot_valid[b][s] = new_valid[b][t]. All pointers are backend memory;
+  // first_seq_index_device as in AttentionArgs.
   virtual void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
-                               int64_t capacity, const uint8_t* new_valid, int64_t* slot_seq_index,
+                               const int64_t* first_seq_index_device, int64_t capacity,
+                               const uint8_t* new_valid, int64_t* slot_seq_index,
                                uint8_t* slot_valid) = 0;
   // out[i] = silu(gate[i]) * up[i].
   virtual void silu_mul(const void* gate, const void* up, void* out, int64_t n) = 0;
   // x[i] += y[i].
   virtual void add(void* x, const void* y, int64_t n) = 0;
+
+  // ---- recording (CUDA graphs): ops issued between begin_capture and end_capture are recorded,
+  // not run; replay runs the recording again with the same arguments, reading whatever the
+  // memory they point at holds then, and returns false without running anything when the
+  // recording is stale (memory the backend owns, e.g. its scratch, has moved since). No host
+  // copies may be issued while recording.
+  virtual bool supports_capture() const { return false; }
+  virtual void begin_capture() {}
+  virtual std::shared_ptr<void> end_capture() { return nullptr; }
+  virtual bool replay(const void* recording) { return false; }
 
   // ---- capabilities
   // Whether matmul accepts weights of this dtype as they are (else the loader converts them to
@@ -145,6 +161,9 @@ class Backend {
   // Whether the KV cache can be stored as `dtype`, and the type used when none is asked for.
   virtual bool supports_kv_cache_dtype(DType dtype) const = 0;
   virtual DType default_kv_cache_dtype() const = 0;
+  // Whether the first forward pass would be slower than the rest (lazily loaded device code,
+  // library handles, first allocations) unless the model runs a short one at load.
+  virtual bool wants_warm_up() const { return false; }
   // Bytes per second the backend's memory can deliver at best (0: unknown), for benchmarks.
   virtual double peak_memory_bandwidth() const { return 0; }
   // name() with the hardware, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)".

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -87,8 +88,10 @@ Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
                  " exceeds max_position_embeddings (" +
                  std::to_string(config.max_position_embeddings) + ")");
   }
+  static std::atomic<uint64_t> next_id{1};
   KvCache c;
   c.backend_ = &backend;
+  c.id_ = next_id++;
   c.dtype_ = dtype;
   c.batch_ = batch;
   c.kv_heads_ = config.num_key_value_heads;
@@ -142,7 +145,8 @@ Status KvCache::check_room(int64_t new_tokens) const {
                " tokens exceed its capacity of " + std::to_string(capacity_));
 }
 
-void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens) {
+void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens,
+                          const int64_t* first_seq_index_device) {
   Layer& l = layers_[layer];
   KvWriteArgs a;
   a.batch = batch_;
@@ -151,6 +155,7 @@ void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t n
   a.head_dim = head_dim_;
   a.capacity = capacity_;
   a.first_seq_index = length_;
+  a.first_seq_index_device = first_seq_index_device;
   a.k = k;
   a.v = v;
   a.cache_dtype = dtype_;
@@ -161,16 +166,20 @@ void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t n
   backend_->store_kv(a);
 }
 
-void KvCache::advance(const uint8_t* valid, int64_t new_tokens) {
-  const size_t n = static_cast<size_t>(batch_ * new_tokens);
-  if (staged_valid_.bytes < n) {
-    Result<Buffer> staged = backend_->allocate(n, "kv cache mask staging");
-    MISTRAL_CHECK(staged.ok()) << staged.status().message();
-    staged_valid_ = std::move(staged).value();
+void KvCache::advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device,
+                      const int64_t* first_seq_index_device) {
+  if (valid_device == nullptr) {
+    const size_t n = static_cast<size_t>(batch_ * new_tokens);
+    if (staged_valid_.bytes < n) {
+      Result<Buffer> staged = backend_->allocate(n, "kv cache mask staging");
+      MISTRAL_CHECK(staged.ok()) << staged.status().message();
+      staged_valid_ = std::move(staged).value();
+    }
+    backend_->to_device(staged_valid_.data, valid, n);
+    valid_device = staged_valid_.as<uint8_t>();
   }
-  backend_->to_device(staged_valid_.data, valid, n);
-  backend_->record_kv_slots(batch_, new_tokens, length_, capacity_, staged_valid_.as<uint8_t>(),
-                            slot_seq_index_.as<int64_t>(), slot_valid_.as<uint8_t>());
+  backend_->record_kv_slots(batch_, new_tokens, length_, first_seq_index_device, capacity_,
+                            valid_device, slot_seq_index_.as<int64_t>(), slot_valid_.as<uint8_t>());
   for (int64_t b = 0; b < batch_; ++b) {
     for (int64_t t = 0; t < new_tokens; ++t) row_tokens_[b] += valid[b * new_tokens + t] ? 1 : 0;
   }

@@ -50,6 +50,9 @@ class KvCache {
   KvCache& operator=(const KvCache&) = delete;
 
   DType dtype() const { return dtype_; }
+  // A number no other cache of this process has (moves keep it): what a recording of ops on
+  // this cache's buffers is keyed on.
+  uint64_t id() const { return id_; }
   // The name of the backend whose memory holds the cache ("cpu", "cuda:0").
   std::string backend_name() const { return backend_->name(); }
   int64_t batch() const { return batch_; }
@@ -75,9 +78,13 @@ class KvCache {
   // Stores one layer's keys/values of T new tokens ([B, T, kv_dim] activations of the backend,
   // in its memory), converted to dtype(); only the last `capacity` tokens are kept. Call for
   // every layer after its attention, then advance() once.
-  void store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens);
-  // Records T new tokens with their padding mask [B, T] (host memory).
-  void advance(const uint8_t* valid, int64_t new_tokens);
+  // first_seq_index_device: length() in backend memory, for backends that record ops (else null).
+  void store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens,
+                   const int64_t* first_seq_index_device = nullptr);
+  // Records T new tokens with their padding mask [B, T] (host memory; valid_device, when given,
+  // is the same mask in backend memory, else it is copied there).
+  void advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device = nullptr,
+               const int64_t* first_seq_index_device = nullptr);
   // Resident bytes of keys, values and scales.
   uint64_t bytes() const;
 
@@ -90,6 +97,7 @@ class KvCache {
   KvCache() = default;
 
   Backend* backend_ = nullptr;
+  uint64_t id_ = 0;
   DType dtype_ = DType::kF32;
   int64_t batch_ = 0;
   int64_t capacity_ = 0;

@@ -202,7 +202,10 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
   // The first request must not pay for page faults; a source whose every tensor was converted,
   // quantized or uploaded is no longer referenced and is unmapped when `source` goes.
   if (source.use_count() > 1) source->prefault();
-  return std::make_unique<Model>(std::move(config), std::move(weights), std::move(backend));
+  const bool warm_up = backend->wants_warm_up();
+  auto model = std::make_unique<Model>(std::move(config), std::move(weights), std::move(backend));
+  if (warm_up) MISTRAL_RETURN_IF_ERROR(model->warm_up());
+  return model;
 }
 
 }  // namespace mistral

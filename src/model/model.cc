@@ -66,6 +66,21 @@ Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& 
   return Status();
 }
 
+Status Model::warm_up() {
+  constexpr int64_t kPrefill = 16;  // past the decode kernels' row limits (GEMM, flash prefill)
+  const int64_t length = std::min<int64_t>(kPrefill + 1, config_.max_position_embeddings);
+  MISTRAL_ASSIGN_OR_RETURN(KvCache cache, new_cache(1, length));
+  ForwardOptions last_only;
+  last_only.all_logits = false;
+  for (int64_t tokens : {length - 1, int64_t{1}}) {
+    if (tokens <= 0) continue;
+    const std::vector<int32_t> ids(tokens, 0);
+    const std::vector<uint8_t> mask(tokens, 1);
+    MISTRAL_RETURN_IF_ERROR(forward(ids, mask, 1, cache, last_only).status());
+  }
+  return Status();
+}
+
 Result<KvCache> Model::new_cache(int64_t batch, int64_t max_sequence_length,
                                  std::optional<DType> dtype) {
   return KvCache::create(config_, batch, max_sequence_length,
@@ -79,6 +94,7 @@ struct Model::Activations {
   int32_t* ids;
   int64_t* positions;
   uint8_t* mask;
+  int64_t* first_seq_index;  // the cache's length before this call
 };
 
 Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
@@ -92,7 +108,7 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
       rows * c.intermediate_size * act, rows * c.intermediate_size * act,
       batch * c.hidden_size * act,      logit_rows * c.vocab_size * sizeof(float),
       rows * sizeof(int32_t),           rows * sizeof(int64_t),
-      static_cast<size_t>(rows)};
+      static_cast<size_t>(rows),        sizeof(int64_t)};
   size_t offsets[std::size(sizes)];
   size_t total = 0;
   for (size_t i = 0; i < std::size(sizes); ++i) {
@@ -119,7 +135,8 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                      static_cast<float*>(at(9)),
                      static_cast<int32_t*>(at(10)),
                      static_cast<int64_t*>(at(11)),
-                     static_cast<uint8_t*>(at(12))};
+                     static_cast<uint8_t*>(at(12)),
+                     static_cast<int64_t*>(at(13))};
 }
 
 std::vector<float> Model::download(const void* src, int64_t n) {
@@ -157,7 +174,6 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   }
 
   const int64_t M = batch * T;  // activation rows
-  const int64_t H = c.hidden_size;
   Backend& be = *backend_;
   MISTRAL_ASSIGN_OR_RETURN(Activations a, activations(M, batch));
 
@@ -173,10 +189,42 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   be.to_device(a.ids, input_ids.data(), M * sizeof(int32_t));
   be.to_device(a.positions, positions.data(), M * sizeof(int64_t));
   be.to_device(a.mask, attention_mask.data(), M);
+  const int64_t first_seq_index = cache.length();
+  be.to_device(a.first_seq_index, &first_seq_index, sizeof(int64_t));
 
   ForwardOutput out;
   out.batch = batch;
   out.tokens = T;
+  out.logit_positions = options.all_logits ? T : 1;
+  // Everything a recording depends on: shapes, the cache's buffers, the workspace's address.
+  const std::vector<uint64_t> key = {static_cast<uint64_t>(batch), static_cast<uint64_t>(T),
+                                     options.all_logits, cache.id(),
+                                     reinterpret_cast<uint64_t>(workspace_.data)};
+  const bool recordable = be.supports_capture() && !options.output_hidden_states;
+  bool done = recordable && recording_ && key == recording_key_ && be.replay(recording_.get());
+  if (!done) {
+    const bool record = recordable && key == last_key_;  // the second call of this shape
+    if (record) be.begin_capture();
+    run_ops(a, cache, batch, T, options, out);
+    if (record) {
+      recording_ = be.end_capture();
+      recording_key_ = key;
+      MISTRAL_CHECK(be.replay(recording_.get())) << "a fresh recording must replay";
+    }
+    last_key_ = key;
+  }
+  cache.advance(attention_mask.data(), T, a.mask, a.first_seq_index);
+  out.logits.resize(out.logit_positions * batch * c.vocab_size);
+  be.to_host(out.logits.data(), a.logits, out.logits.size() * sizeof(float));
+  return out;
+}
+
+void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t T,
+                    const ForwardOptions& options, ForwardOutput& out) {
+  const ModelConfig& c = config_;
+  const int64_t M = batch * T;
+  const int64_t H = c.hidden_size;
+  Backend& be = *backend_;
   be.embed(weights_.embedding, a.ids, M, a.x);
   if (options.output_hidden_states) out.hidden_states.push_back(download(a.x, M * H));
 
@@ -187,6 +235,7 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   args.num_kv_heads = c.num_key_value_heads;
   args.head_dim = c.head_dim;
   args.first_seq_index = cache.length();
+  args.first_seq_index_device = a.first_seq_index;
   args.sliding_window = c.sliding_window.value_or(0);
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   args.new_valid = a.mask;
@@ -214,7 +263,7 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
     args.k_scale = cache.key_scales(l);
     args.v_scale = cache.value_scales(l);
     be.attention(args);
-    cache.store_layer(l, a.k, a.v, T);
+    cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
     be.matmul(a.attn, M, w.wo, a.h);
     be.add(a.x, a.h, M * H);
     // MLP block (SwiGLU).
@@ -228,15 +277,12 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
       out.hidden_states.push_back(download(a.x, M * H));
     }
   }
-  cache.advance(attention_mask.data(), T);
 
   be.rmsnorm(a.x, M, weights_.final_norm, eps, a.h);
   if (options.output_hidden_states) out.hidden_states.push_back(download(a.h, M * H));
   const void* head_input = a.h;
   int64_t head_rows = M;
-  out.logit_positions = T;
   if (!options.all_logits) {
-    out.logit_positions = 1;
     head_rows = batch;
     if (T > 1) {
       const size_t row_bytes = H * dtype_size(be.activation_dtype());
@@ -248,9 +294,6 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
     }
   }
   be.matmul_f32_out(head_input, head_rows, weights_.lm_head, a.logits);
-  out.logits.resize(head_rows * c.vocab_size);
-  be.to_host(out.logits.data(), a.logits, out.logits.size() * sizeof(float));
-  return out;
 }
 
 }  // namespace mistral

@@ -45,6 +45,11 @@ class Model {
   ModelWeights& mutable_weights() { return weights_; }
   Backend& backend() { return *backend_; }
 
+  // Runs a short prefill (both matmul paths) and a decode step on a scratch cache, so that a
+  // backend that loads code or sets up libraries on first use does so here and not in the first
+  // request. load_model calls it when the backend wants_warm_up().
+  Status warm_up();
+
   // A KV cache in this model's backend memory for `batch` sequences of up to
   // max_sequence_length tokens, stored as `dtype` (default: the backend's, F32 on the CPU).
   Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
@@ -63,11 +68,21 @@ class Model {
   struct Activations;
   Result<Activations> activations(int64_t rows, int64_t batch);
   std::vector<float> download(const void* src, int64_t n);
+  // The ops of one forward call, from the embedding lookup to the head's logits (in
+  // a.logits); the inputs are in backend memory already.
+  void run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t tokens,
+               const ForwardOptions& options, ForwardOutput& out);
 
   ModelConfig config_;
   ModelWeights weights_;
   std::unique_ptr<Backend> backend_;
   Buffer workspace_;
+  // Replay of recorded ops (Backend::begin_capture) for calls of the same shape on the same
+  // cache and workspace, i.e. decode steps: the first such call runs eagerly, the second is
+  // recorded, later ones replay. The key holds everything whose change invalidates a recording.
+  std::vector<uint64_t> last_key_;
+  std::vector<uint64_t> recording_key_;
+  std::shared_ptr<void> recording_;
 };
 
 // Moves every weight to where `backend` computes (Backend::place_weight); a tied lm_head stays

@@ -58,7 +58,8 @@ class CpuBackend final : public Backend {
   }
   void attention(const AttentionArgs& args) override { cpu::attention(args); }
   void store_kv(const KvWriteArgs& args) override { cpu::store_kv(args); }
-  void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index, int64_t capacity,
+  void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
+                       const int64_t* /*first_seq_index_device*/, int64_t capacity,
                        const uint8_t* new_valid, int64_t* slot_seq_index,
                        uint8_t* slot_valid) override {
     cpu::record_kv_slots(batch, new_tokens, first_seq_index, capacity, new_valid, slot_seq_index,

@@ -60,6 +60,7 @@ template <int D, int R>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_kernel(AttentionParams p, float scale_log2, int64_t keys_per_split,
                             float* __restrict__ part_acc, float* __restrict__ part_ml) {
+  if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   constexpr int E = D / 32;
   const int64_t b = blockIdx.z, kvh = blockIdx.y;
   const int split = blockIdx.x, splits = gridDim.x;

@@ -19,7 +19,8 @@ constexpr int kMaxPerLane = 8;  // head_dim <= 256
 constexpr int kWarpsPerBlock = 4;
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    attention_generic_kernel(const AttentionParams p, int64_t queries) {
+    attention_generic_kernel(AttentionParams p, int64_t queries) {
+  if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   const int64_t query = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (query >= queries) return;
   const int lane = threadIdx.x % 32;

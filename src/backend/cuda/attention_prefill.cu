@@ -28,6 +28,7 @@ constexpr int kKeyTile = 64;
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     attention_prefill_kernel(AttentionParams p, float scale_log2) {
+  if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   // Rows padded by 16 bytes: the 32 lanes' fragment reads then fall in distinct banks.
   constexpr int kStride = D + 8;
   __shared__ __align__(16) bf16 k_tile[kKeyTile * kStride];
@@ -206,7 +207,9 @@ void check_attention_params(const AttentionParams& p) {
       << " kv_heads=" << p.num_kv_heads;
   MISTRAL_CHECK(p.head_dim == 64 || p.head_dim == 128)
       << "head_dim " << p.head_dim << " (64 or 128 supported)";
-  MISTRAL_CHECK(p.capacity >= 0 && p.first_seq_index >= 0 && p.sliding_window >= 0)
+  MISTRAL_CHECK(p.capacity >= 0 &&
+                (p.first_seq_index >= 0 || p.first_seq_index_device != nullptr) &&
+                p.sliding_window >= 0)
       << "capacity=" << p.capacity << " first_seq_index=" << p.first_seq_index
       << " sliding_window=" << p.sliding_window;
   MISTRAL_CHECK(p.q && p.k && p.v && p.new_valid && p.out) << "missing attention input";

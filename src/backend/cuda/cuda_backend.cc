@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -178,6 +179,7 @@ class CudaBackend final : public Backend {
     p.num_kv_heads = a.num_kv_heads;
     p.head_dim = a.head_dim;
     p.first_seq_index = a.first_seq_index;
+    p.first_seq_index_device = a.first_seq_index_device;
     p.sliding_window = a.sliding_window;
     p.scale = a.scale;
     p.q = act(a.q);
@@ -206,17 +208,19 @@ class CudaBackend final : public Backend {
     p.head_dim = a.head_dim;
     p.capacity = a.capacity;
     p.first_seq_index = a.first_seq_index;
+    p.first_seq_index_device = a.first_seq_index_device;
     p.k = act(a.k);
     p.v = act(a.v);
     p.k_cache = act(a.k_cache);
     p.v_cache = act(a.v_cache);
     cuda::store_kv(*ctx_, p);
   }
-  void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index, int64_t capacity,
+  void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
+                       const int64_t* first_seq_index_device, int64_t capacity,
                        const uint8_t* new_valid, int64_t* slot_seq_index,
                        uint8_t* slot_valid) override {
-    cuda::record_kv_slots(*ctx_, batch, new_tokens, first_seq_index, capacity, new_valid,
-                          slot_seq_index, slot_valid);
+    cuda::record_kv_slots(*ctx_, batch, new_tokens, first_seq_index, first_seq_index_device,
+                          capacity, new_valid, slot_seq_index, slot_valid);
   }
   void silu_mul(const void* gate, const void* up, void* out, int64_t n) override {
     cuda::silu_mul<bf16>(*ctx_, act(gate), act(up), act(out), n);
@@ -230,6 +234,28 @@ class CudaBackend final : public Backend {
   bool supports_quantization(QuantType type) const override { return true; }
   bool supports_kv_cache_dtype(DType dtype) const override { return dtype == DType::kBF16; }
   DType default_kv_cache_dtype() const override { return DType::kBF16; }
+  bool wants_warm_up() const override { return true; }
+
+  // CUDA graphs; MISTRAL_CUDA_GRAPHS=0 turns them off (every op launched on its own).
+  bool supports_capture() const override { return graphs_enabled_; }
+  void begin_capture() override {
+    MISTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  }
+  std::shared_ptr<void> end_capture() override {
+    cudaGraph_t graph = nullptr;
+    MISTRAL_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    auto r = std::make_shared<Recording>();
+    MISTRAL_CUDA_CHECK(cudaGraphInstantiate(&r->exec, graph, 0));
+    MISTRAL_CUDA_CHECK(cudaGraphDestroy(graph));
+    r->scratch = ctx_->scratch();
+    return r;
+  }
+  bool replay(const void* recording) override {
+    const auto* r = static_cast<const Recording*>(recording);
+    if (r->scratch != ctx_->scratch()) return false;  // the scratch grew since: record again
+    MISTRAL_CUDA_CHECK(cudaGraphLaunch(r->exec, stream_));
+    return true;
+  }
   double peak_memory_bandwidth() const override {
     int clock_khz = 0, bus_bits = 0;
     if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device_) != cudaSuccess ||
@@ -268,7 +294,20 @@ class CudaBackend final : public Backend {
     return it->second.as<float>();
   }
 
+  // An instantiated graph and the scratch block its kernels were given.
+  struct Recording {
+    cudaGraphExec_t exec = nullptr;
+    const void* scratch = nullptr;
+    ~Recording() {
+      if (exec != nullptr) MISTRAL_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    }
+  };
+
   int device_ = 0;
+  bool graphs_enabled_ = [] {
+    const char* env = std::getenv("MISTRAL_CUDA_GRAPHS");
+    return env == nullptr || std::string(env) != "0";
+  }();
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<KernelContext> ctx_;
   std::map<std::pair<int64_t, double>, DeviceBuffer> inv_freq_;

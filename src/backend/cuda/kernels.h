@@ -136,8 +136,11 @@ struct AttentionParams {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   int64_t first_seq_index = 0;  // sequence index of the first new token (same for every row)
-  int64_t sliding_window = 0;   // 0: none
-  float scale = 1.0f;           // 1/sqrt(head_dim)
+  // When set, the kernels read first_seq_index from this device scalar instead, so that a
+  // recorded launch (CUDA graph) stays valid as the sequence grows.
+  const int64_t* first_seq_index_device = nullptr;
+  int64_t sliding_window = 0;  // 0: none
+  float scale = 1.0f;          // 1/sqrt(head_dim)
 
   const bf16* q = nullptr;             // [B, T, heads, head_dim], rotary applied
   const bf16* k = nullptr;             // [B, T, kv_heads, head_dim], rotary applied
@@ -180,7 +183,8 @@ struct KvStoreParams {
   int64_t head_dim = 0;
   int64_t capacity = 0;
   int64_t first_seq_index = 0;
-  const bf16* k = nullptr;  // [B, T, kv_heads, head_dim]
+  const int64_t* first_seq_index_device = nullptr;  // as in AttentionParams
+  const bf16* k = nullptr;                          // [B, T, kv_heads, head_dim]
   const bf16* v = nullptr;
   bf16* k_cache = nullptr;
   bf16* v_cache = nullptr;
@@ -188,9 +192,10 @@ struct KvStoreParams {
 void store_kv(KernelContext& ctx, const KvStoreParams& p);
 // For the last min(T, capacity) tokens: slot s = (first_seq_index + t) % capacity gets
 // slot_seq_index[s] = first_seq_index + t and slot_valid[b][s] = new_valid[b][t].
+// first_seq_index_device, when set, replaces first_seq_index (as in AttentionParams).
 void record_kv_slots(KernelContext& ctx, int64_t batch, int64_t new_tokens, int64_t first_seq_index,
-                     int64_t capacity, const uint8_t* new_valid, int64_t* slot_seq_index,
-                     uint8_t* slot_valid);
+                     const int64_t* first_seq_index_device, int64_t capacity,
+                     const uint8_t* new_valid, int64_t* slot_seq_index, uint8_t* slot_valid);
 
 // ---------------------------------------------------------------- sampling
 

@@ -12,8 +12,10 @@ namespace {
 // vector length allows it.
 __global__ void store_kv_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
                                 int64_t new_tokens, int64_t first_kept, int64_t kv_dim,
-                                int64_t capacity, int64_t first_seq_index, bf16* k_cache,
+                                int64_t capacity, int64_t first_seq_index,
+                                const int64_t* first_seq_index_device, bf16* k_cache,
                                 bf16* v_cache) {
+  if (first_seq_index_device != nullptr) first_seq_index = *first_seq_index_device;
   const int64_t kept = new_tokens - first_kept;
   const int64_t b = blockIdx.x / kept;
   const int64_t t = first_kept + blockIdx.x % kept;
@@ -34,10 +36,11 @@ __global__ void store_kv_kernel(const bf16* __restrict__ k, const bf16* __restri
 }
 
 __global__ void record_slots_kernel(int64_t batch, int64_t new_tokens, int64_t first_kept,
-                                    int64_t first_seq_index, int64_t capacity,
-                                    const uint8_t* __restrict__ new_valid,
+                                    int64_t first_seq_index, const int64_t* first_seq_index_device,
+                                    int64_t capacity, const uint8_t* __restrict__ new_valid,
                                     int64_t* __restrict__ slot_seq_index,
                                     uint8_t* __restrict__ slot_valid) {
+  if (first_seq_index_device != nullptr) first_seq_index = *first_seq_index_device;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t kept = new_tokens - first_kept;
   if (i >= kept * batch) return;
@@ -65,21 +68,22 @@ void store_kv(KernelContext& ctx, const KvStoreParams& p) {
   const int threads =
       static_cast<int>(std::clamp<int64_t>((kv_dim / per_thread + 31) / 32 * 32, 32, 256));
   store_kv_kernel<<<static_cast<unsigned>(blocks), threads, 0, ctx.stream()>>>(
-      p.k, p.v, p.new_tokens, first_kept, kv_dim, p.capacity, p.first_seq_index, p.k_cache,
-      p.v_cache);
+      p.k, p.v, p.new_tokens, first_kept, kv_dim, p.capacity, p.first_seq_index,
+      p.first_seq_index_device, p.k_cache, p.v_cache);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
 void record_kv_slots(KernelContext& ctx, int64_t batch, int64_t new_tokens, int64_t first_seq_index,
-                     int64_t capacity, const uint8_t* new_valid, int64_t* slot_seq_index,
-                     uint8_t* slot_valid) {
+                     const int64_t* first_seq_index_device, int64_t capacity,
+                     const uint8_t* new_valid, int64_t* slot_seq_index, uint8_t* slot_valid) {
   const int64_t first_kept = std::max<int64_t>(0, new_tokens - capacity);
   const int64_t n = batch * (new_tokens - first_kept);
   if (n == 0) return;
   constexpr int kThreads = 256;
   record_slots_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0,
-                        ctx.stream()>>>(batch, new_tokens, first_kept, first_seq_index, capacity,
-                                        new_valid, slot_seq_index, slot_valid);
+                        ctx.stream()>>>(batch, new_tokens, first_kept, first_seq_index,
+                                        first_seq_index_device, capacity, new_valid, slot_seq_index,
+                                        slot_valid);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
