@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "core/tensor.h"
@@ -111,6 +112,13 @@ class Backend {
   // backend returns it unchanged. Errors name `what` (e.g. "layer 3 wq").
   virtual Result<Tensor> place_weight(const Tensor& host, WeightUse use, const std::string& what) {
     return host;
+  }
+  // Places matrices of equal in_features and type (as place_weight would) as one matrix, their
+  // rows one after another: returns that matrix followed by one row view per input, or nothing
+  // when the backend does not join matrices (then each is placed on its own).
+  virtual Result<std::vector<Tensor>> place_concatenated(const std::vector<Tensor>& hosts,
+                                                         const std::string& what) {
+    return std::vector<Tensor>();
   }
 
   // ---- ops

@@ -41,14 +41,38 @@ Status validate_inputs(std::span<const int32_t> ids, std::span<const uint8_t> ma
 }  // namespace
 
 Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend) {
+  auto name = [](TensorRole role, int64_t layer) {
+    return tensor_name(role, layer, CheckpointLayout::kHuggingFace);
+  };
+  // Matrices multiplied by the same input are placed as one where the backend can (decode then
+  // reads them in one matmul); the parts become views of the whole.
+  auto place_group = [&](int64_t layer, std::vector<std::pair<TensorRole, Tensor*>> parts,
+                         Tensor& whole) -> Status {
+    std::vector<Tensor> hosts;
+    for (auto& [role, t] : parts) hosts.push_back(*t);
+    MISTRAL_ASSIGN_OR_RETURN(
+        std::vector<Tensor> placed,
+        backend.place_concatenated(hosts, name(parts.front().first, layer) + " (with " +
+                                              std::to_string(parts.size() - 1) + " more)"));
+    if (placed.empty()) return Status();  // placed one by one below
+    whole = std::move(placed[0]);
+    for (size_t i = 0; i < parts.size(); ++i) *parts[i].second = std::move(placed[i + 1]);
+    return Status();
+  };
+  for (int64_t l = 0; l < static_cast<int64_t>(weights.layers.size()); ++l) {
+    LayerWeights& w = weights.layers[l];
+    MISTRAL_RETURN_IF_ERROR(place_group(
+        l, {{TensorRole::kWq, &w.wq}, {TensorRole::kWk, &w.wk}, {TensorRole::kWv, &w.wv}}, w.wqkv));
+    MISTRAL_RETURN_IF_ERROR(place_group(
+        l, {{TensorRole::kWGate, &w.w_gate}, {TensorRole::kWUp, &w.w_up}}, w.w_gate_up));
+  }
   Status status;
   weights.for_each_tensor(config, [&](TensorRole role, int64_t layer, Tensor& t) {
-    if (!status.ok()) return;
+    if (!status.ok() || t.on_device) return;  // placed with its group
     const WeightUse use = is_norm_role(role)               ? WeightUse::kNorm
                           : role == TensorRole::kEmbedding ? WeightUse::kEmbedding
                                                            : WeightUse::kMatrix;
-    Result<Tensor> placed =
-        backend.place_weight(t, use, tensor_name(role, layer, CheckpointLayout::kHuggingFace));
+    Result<Tensor> placed = backend.place_weight(t, use, name(role, layer));
     if (!placed.ok()) {
       status = placed.status();
       return;
@@ -60,19 +84,23 @@ Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& 
     // The embedding was placed for lookups; the head multiplies by the same values.
     MISTRAL_ASSIGN_OR_RETURN(
         weights.lm_head,
-        backend.place_weight(weights.lm_head, WeightUse::kMatrix,
-                             tensor_name(TensorRole::kLmHead, -1, CheckpointLayout::kHuggingFace)));
+        backend.place_weight(weights.lm_head, WeightUse::kMatrix, name(TensorRole::kLmHead, -1)));
   }
   return Status();
 }
 
 Status Model::warm_up() {
-  constexpr int64_t kPrefill = 16;  // past the decode kernels' row limits (GEMM, flash prefill)
-  const int64_t length = std::min<int64_t>(kPrefill + 1, config_.max_position_embeddings);
+  // Prompts past the decode kernels' row limits (GEMM, flash prefill) at a few typical lengths,
+  // whose matrix-product kernels a library may load only when first used, then a decode step.
+  const std::vector<int64_t> steps = {16, 128, 512, 1};
+  int64_t length = 0;
+  for (int64_t t : steps) length += t;
+  length = std::min<int64_t>(length, config_.max_position_embeddings);
   MISTRAL_ASSIGN_OR_RETURN(KvCache cache, new_cache(1, length));
   ForwardOptions last_only;
   last_only.all_logits = false;
-  for (int64_t tokens : {length - 1, int64_t{1}}) {
+  for (int64_t tokens : steps) {
+    tokens = std::min(tokens, length - cache.length());
     if (tokens <= 0) continue;
     const std::vector<int32_t> ids(tokens, 0);
     const std::vector<uint8_t> mask(tokens, 1);
@@ -101,14 +129,21 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
   const ModelConfig& c = config_;
   const size_t act = dtype_size(backend_->activation_dtype());
   const int64_t logit_rows = rows;  // all positions at most
-  const size_t sizes[] = {
-      rows * c.hidden_size * act,       rows * c.hidden_size * act,
-      rows * c.q_dim() * act,           rows * c.kv_dim() * act,
-      rows * c.kv_dim() * act,          rows * c.q_dim() * act,
-      rows * c.intermediate_size * act, rows * c.intermediate_size * act,
-      batch * c.hidden_size * act,      logit_rows * c.vocab_size * sizeof(float),
-      rows * sizeof(int32_t),           rows * sizeof(int64_t),
-      static_cast<size_t>(rows),        sizeof(int64_t)};
+  // q, k, v follow each other with no gap, and so do gate and up: one row's q|k|v (gate|up) is
+  // what a fused matmul of that row writes.
+  const size_t q_bytes = rows * c.q_dim() * act, kv_bytes = rows * c.kv_dim() * act;
+  const size_t inter_bytes = rows * c.intermediate_size * act;
+  const size_t sizes[] = {rows * c.hidden_size * act,
+                          rows * c.hidden_size * act,
+                          q_bytes + 2 * kv_bytes,
+                          rows * c.q_dim() * act,
+                          2 * inter_bytes,
+                          batch * c.hidden_size * act,
+                          logit_rows * c.vocab_size * sizeof(float),
+                          rows * sizeof(int32_t),
+                          rows * sizeof(int64_t),
+                          static_cast<size_t>(rows),
+                          sizeof(int64_t)};
   size_t offsets[std::size(sizes)];
   size_t total = 0;
   for (size_t i = 0; i < std::size(sizes); ++i) {
@@ -122,21 +157,23 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
         backend_->allocate(total, "activations of " + std::to_string(rows) + " tokens"));
   }
   auto* base = static_cast<uint8_t*>(workspace_.data);
-  auto at = [&](int i) { return static_cast<void*>(base + offsets[i]); };
+  auto at = [&](int i, size_t offset = 0) {
+    return static_cast<void*>(base + offsets[i] + offset);
+  };
   return Activations{at(0),
                      at(1),
                      at(2),
+                     at(2, q_bytes),
+                     at(2, q_bytes + kv_bytes),
                      at(3),
                      at(4),
+                     at(4, inter_bytes),
                      at(5),
-                     at(6),
-                     at(7),
-                     at(8),
-                     static_cast<float*>(at(9)),
-                     static_cast<int32_t*>(at(10)),
-                     static_cast<int64_t*>(at(11)),
-                     static_cast<uint8_t*>(at(12)),
-                     static_cast<int64_t*>(at(13))};
+                     static_cast<float*>(at(6)),
+                     static_cast<int32_t*>(at(7)),
+                     static_cast<int64_t*>(at(8)),
+                     static_cast<uint8_t*>(at(9)),
+                     static_cast<int64_t*>(at(10))};
 }
 
 std::vector<float> Model::download(const void* src, int64_t n) {
@@ -253,9 +290,13 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
     const LayerWeights& w = weights_.layers[l];
     // Attention block.
     be.rmsnorm(a.x, M, w.attn_norm, eps, a.h);
-    be.matmul(a.h, M, w.wq, a.q);
-    be.matmul(a.h, M, w.wk, a.k);
-    be.matmul(a.h, M, w.wv, a.v);
+    if (M == 1 && !w.wqkv.empty()) {  // one row: q|k|v are adjacent, one matmul writes them
+      be.matmul(a.h, M, w.wqkv, a.q);
+    } else {
+      be.matmul(a.h, M, w.wq, a.q);
+      be.matmul(a.h, M, w.wk, a.k);
+      be.matmul(a.h, M, w.wv, a.v);
+    }
     be.rope(a.q, M, c.num_attention_heads, c.head_dim, a.positions, c.rope_theta);
     be.rope(a.k, M, c.num_key_value_heads, c.head_dim, a.positions, c.rope_theta);
     args.k_cache = cache.keys(l);
@@ -268,8 +309,12 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
     be.add(a.x, a.h, M * H);
     // MLP block (SwiGLU).
     be.rmsnorm(a.x, M, w.mlp_norm, eps, a.h);
-    be.matmul(a.h, M, w.w_gate, a.gate);
-    be.matmul(a.h, M, w.w_up, a.up);
+    if (M == 1 && !w.w_gate_up.empty()) {
+      be.matmul(a.h, M, w.w_gate_up, a.gate);
+    } else {
+      be.matmul(a.h, M, w.w_gate, a.gate);
+      be.matmul(a.h, M, w.w_up, a.up);
+    }
     be.silu_mul(a.gate, a.up, a.gate, M * c.intermediate_size);
     be.matmul(a.gate, M, w.w_down, a.h);
     be.add(a.x, a.h, M * H);

@@ -45,9 +45,9 @@ class Model {
   ModelWeights& mutable_weights() { return weights_; }
   Backend& backend() { return *backend_; }
 
-  // Runs a short prefill (both matmul paths) and a decode step on a scratch cache, so that a
-  // backend that loads code or sets up libraries on first use does so here and not in the first
-  // request. load_model calls it when the backend wants_warm_up().
+  // Runs prefills of 16, 128 and 512 tokens (both matmul paths) and a decode step on a scratch
+  // cache, so that a backend that loads code or sets up libraries on first use does so here and
+  // not in the first request. load_model calls it when the backend wants_warm_up().
   Status warm_up();
 
   // A KV cache in this model's backend memory for `batch` sequences of up to

@@ -24,6 +24,12 @@ struct LayerWeights {
   Tensor w_gate;     // [intermediate, hidden]
   Tensor w_up;       // [intermediate, hidden]
   Tensor w_down;     // [hidden, intermediate]
+
+  // Derived, not parameters of their own: where the backend placed matrices of one input as one
+  // matrix (place_concatenated), that matrix, of which wq/wk/wv (w_gate/w_up) are row views.
+  // Empty otherwise. for_each_tensor does not visit them.
+  Tensor wqkv;       // [(heads + 2 * kv_heads) * head_dim, hidden]
+  Tensor w_gate_up;  // [2 * intermediate, hidden]
 };
 
 struct ModelWeights {

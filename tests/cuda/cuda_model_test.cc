@@ -196,6 +196,56 @@ TEST(CudaModelExtras, GraphReplayEqualsEagerLaunches) {
   for (size_t i = 0; i < graphed.size(); ++i) ASSERT_EQ(graphed[i], eager[i]) << "logit " << i;
 }
 
+// Logits of one row decoded alone, HF's greedy tokens fed back: the prompt, then one token per
+// step, [steps, vocab] (the steps run with M = 1, where the joined q|k|v and gate|up matrices
+// are multiplied in one matmul each).
+std::vector<float> single_row_steps(Model& model, const Inputs& in, int64_t b,
+                                    const std::vector<int32_t>& tokens) {
+  const std::vector<int32_t> prompt = in.row(b);
+  auto cache = model.new_cache(1, static_cast<int64_t>(prompt.size() + tokens.size()));
+  EXPECT_TRUE(cache.ok());
+  ForwardOptions last_only;
+  last_only.all_logits = false;
+  std::vector<float> logits;
+  auto out = model.forward(prompt, std::vector<uint8_t>(prompt.size(), 1), 1, *cache, last_only);
+  for (int32_t token : tokens) {
+    EXPECT_TRUE(out.ok()) << out.status().message();
+    if (!out.ok()) return {};
+    logits.insert(logits.end(), out->logits.begin(), out->logits.end());
+    out = model.forward(std::vector<int32_t>{token}, std::vector<uint8_t>{1}, 1, *cache, last_only);
+  }
+  return logits;
+}
+
+TEST(CudaModelExtras, SingleRowDecodeWithJoinedMatricesMatchesTransformers) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string name : {"gqa", "sliding_window", "head_dim"}) {
+    auto model = load_fixture_model(name, {}, "cuda");
+    ASSERT_NE(model, nullptr);
+    EXPECT_FALSE(model->weights().layers[0].wqkv.empty()) << "q, k, v were not joined";
+    EXPECT_FALSE(model->weights().layers[0].w_gate_up.empty()) << "gate, up were not joined";
+    const std::string ref = fixture_dir(name);
+    Inputs in = read_inputs(ref + "/inputs.json");
+    nlohmann::json greedy = read_json(ref + "/greedy.json");
+    Array hf = read_array(ref + "/greedy_logits.safetensors", "step_logits");
+    const int64_t steps = hf.shape[1], vocab = hf.shape[2];
+    for (int64_t b = 0; b < in.batch; ++b) {
+      const std::vector<float> ours =
+          single_row_steps(*model, in, b, greedy["new_tokens"][b].get<std::vector<int32_t>>());
+      ASSERT_EQ(static_cast<int64_t>(ours.size()), steps * vocab);
+      for (int64_t step = 0; step < steps; ++step) {
+        const float* o = &ours[step * vocab];
+        const float* h = &hf.data[(b * steps + step) * vocab];
+        expect_close(masked_diff(o, h, std::vector<uint8_t>(1, 1), vocab),
+                     name + " alone, row " + std::to_string(b) + " step " + std::to_string(step),
+                     kBf16Tolerance);
+        EXPECT_TRUE(in_top5(o, vocab, argmax(h, vocab)))
+            << name << " row " << b << " step " << step;
+      }
+    }
+  }
+}
+
 // Errors a user can cause on the GPU path are Status messages naming the cause.
 TEST(CudaModelExtras, RefusesWhatTheGpuDoesNotStore) {
   SKIP_WITHOUT_GPU();
@@ -235,6 +285,14 @@ TEST(CudaModelExtras, QuantizedWeightsMatchTheCpu) {
     ASSERT_EQ(g.size(), c.size());
     expect_close(masked_diff(g.data(), c.data(), in.mask, vocab),
                  "quantized " + std::string(quant_type_name(q)) + " cuda vs cpu", kBf16Tolerance);
+    // One row alone: decode steps through the joined quantized matrices.
+    const std::vector<int32_t> tokens = {5, 17, 200, 31};
+    const std::vector<float> g1 = single_row_steps(*gpu, in, 1, tokens);
+    const std::vector<float> c1 = single_row_steps(*cpu, in, 1, tokens);
+    ASSERT_EQ(g1.size(), c1.size());
+    expect_close(masked_diff(g1.data(), c1.data(), std::vector<uint8_t>(tokens.size(), 1), vocab),
+                 "quantized " + std::string(quant_type_name(q)) + " single row, cuda vs cpu",
+                 kBf16Tolerance);
   }
 }
 

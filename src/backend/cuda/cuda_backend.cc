@@ -145,6 +145,67 @@ class CudaBackend final : public Backend {
     return upload_tensor(convert_tensor(host, DType::kBF16), stream_, what);
   }
 
+  Result<std::vector<Tensor>> place_concatenated(const std::vector<Tensor>& hosts,
+                                                 const std::string& what) override {
+    if (!join_enabled_) return std::vector<Tensor>();
+    std::vector<Tensor> parts;
+    for (const Tensor& h : hosts) {
+      if (h.empty() || h.shape.size() != 2) return std::vector<Tensor>();
+      parts.push_back(h.quantized() || h.dtype == DType::kBF16 ? h
+                                                               : convert_tensor(h, DType::kBF16));
+      if (parts.back().shape[1] != parts.front().shape[1] ||
+          parts.back().quant != parts.front().quant) {
+        return std::vector<Tensor>();  // not joinable: placed one by one
+      }
+    }
+    if (parts.empty()) return parts;
+    const int64_t k = parts.front().shape[1];
+    if (k % (parts.front().quantized() ? kQuantGroup : 8) != 0) {
+      return error(what + ": in_features " + std::to_string(k) +
+                   " is not a multiple of what the CUDA kernels need (8, or 32 when quantized)");
+    }
+    size_t value_bytes = 0, scale_bytes = 0;
+    int64_t rows = 0;
+    for (const Tensor& p : parts) {
+      value_bytes += p.value_bytes();
+      scale_bytes += p.scale_bytes();
+      rows += p.shape[0];
+    }
+    MISTRAL_CUDA_CHECK(cudaSetDevice(device_));
+    auto values = std::make_shared<DeviceBuffer>();
+    MISTRAL_ASSIGN_OR_RETURN(*values, DeviceBuffer::allocate(value_bytes, what));
+    std::shared_ptr<DeviceBuffer> scales;
+    if (scale_bytes > 0) {
+      scales = std::make_shared<DeviceBuffer>();
+      MISTRAL_ASSIGN_OR_RETURN(*scales, DeviceBuffer::allocate(scale_bytes, what + " scales"));
+    }
+    Tensor whole = parts.front();
+    whole.shape = {rows, k};
+    whole.data = values->data();
+    whole.owner = values;
+    whole.scales = scales ? scales->data() : nullptr;
+    whole.scales_owner = scales;
+    whole.on_device = true;
+    std::vector<Tensor> out = {whole};
+    size_t value_offset = 0, scale_offset = 0;
+    for (const Tensor& p : parts) {
+      Tensor view = whole;
+      view.shape = p.shape;
+      view.data = values->as<uint8_t>() + value_offset;
+      MISTRAL_CUDA_CHECK(cudaMemcpy(values->as<uint8_t>() + value_offset, p.data, p.value_bytes(),
+                                    cudaMemcpyHostToDevice));
+      value_offset += p.value_bytes();
+      if (scales) {
+        view.scales = scales->as<uint8_t>() + scale_offset;
+        MISTRAL_CUDA_CHECK(cudaMemcpy(scales->as<uint8_t>() + scale_offset, p.scales,
+                                      p.scale_bytes(), cudaMemcpyHostToDevice));
+        scale_offset += p.scale_bytes();
+      }
+      out.push_back(std::move(view));
+    }
+    return out;
+  }
+
   void matmul(const void* x, int64_t m, const Tensor& w, void* y) override {
     const DeviceWeight d = device_weight(w);
     reserve_gemv_scratch(d, m);
@@ -306,6 +367,11 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   bool graphs_enabled_ = [] {
     const char* env = std::getenv("MISTRAL_CUDA_GRAPHS");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  // MISTRAL_CUDA_JOIN=0: q/k/v and gate/up stay separate matrices (for comparisons).
+  bool join_enabled_ = [] {
+    const char* env = std::getenv("MISTRAL_CUDA_JOIN");
     return env == nullptr || std::string(env) != "0";
   }();
   cudaStream_t stream_ = nullptr;
