@@ -28,6 +28,29 @@ TEST(EngineApi, LoadForwardGenerate) {
   EXPECT_EQ(result->new_tokens[0], greedy["new_tokens"][0].get<std::vector<int32_t>>());
 }
 
+// Devices: a name that is not one is refused naming the accepted ones; "cuda" without a GPU (or
+// in a build without CUDA) is an error that says why, never a crash.
+TEST(EngineApi, DeviceNames) {
+  for (const std::string bad : {"gpu", "cuda:", "cuda:x", "cuda0", "cpu:1"}) {
+    EngineOptions options;
+    options.device = bad;
+    auto engine = Engine::load(fixture_dir("gqa"), options);
+    ASSERT_FALSE(engine.ok()) << bad;
+    EXPECT_NE(engine.status().message().find("expected cpu, cuda or cuda:N"), std::string::npos)
+        << engine.status().message();
+  }
+  auto cpu = make_backend("cpu");
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_EQ((*cpu)->name(), "cpu");
+  auto gpu = make_backend("cuda:0");
+  if (!gpu.ok()) {
+    const std::string& m = gpu.status().message();
+    EXPECT_TRUE(m.find("no CUDA backend") != std::string::npos ||
+                m.find("no CUDA device") != std::string::npos)
+        << m;
+  }
+}
+
 // A narrower KV cache through the public API: new_cache(..., type) and
 // GenerationConfig::kv_cache_dtype (kv_cache_fixture_test.cc holds them to HF's numbers).
 TEST(EngineApi, KvCacheStorageTypes) {

@@ -1,0 +1,242 @@
+// The model's side of Backend recording (CUDA graphs) and joined matrices, checked on the CPU
+// with a backend that records and joins the way a device backend does: ops issued between
+// begin_capture and end_capture are kept as closures and run again by replay, reading the step's
+// sequence index from backend memory (first_seq_index_device) as the CUDA kernels do, and
+// place_concatenated joins q/k/v and gate/up into one host matrix with row views. Generation on
+// it must equal the plain CPU backend bit for bit (recording) and closely (joined matrices, whose
+// rows go through the matmul in other tiles), and a recording must be replayed only for the
+// cache and shape it was made for.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/generator.h"
+#include "fixture_util.h"
+
+namespace mistral::testing {
+namespace {
+
+class RecordingCpuBackend final : public Backend {
+ public:
+  explicit RecordingCpuBackend(bool join) : cpu_(make_cpu_backend()), join_(join) {}
+
+  int recordings = 0, replays = 0, joined = 0;
+
+  std::string name() const override { return "cpu"; }  // host memory, shared with the CPU's
+  DType activation_dtype() const override { return DType::kF32; }
+  Result<Buffer> allocate(size_t bytes, const std::string& what) override {
+    return cpu_->allocate(bytes, what);
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override {
+    EXPECT_FALSE(capturing_) << "host copy while recording";
+    cpu_->to_device(dst, src, bytes);
+  }
+  void to_host(void* dst, const void* src, size_t bytes) override {
+    EXPECT_FALSE(capturing_) << "host copy while recording";
+    cpu_->to_host(dst, src, bytes);
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    issue([=, this] { cpu_->copy(dst, src, bytes); });
+  }
+  Result<std::vector<Tensor>> place_concatenated(const std::vector<Tensor>& hosts,
+                                                 const std::string& what) override {
+    if (!join_) return std::vector<Tensor>();
+    for (const Tensor& h : hosts) {
+      if (h.quantized() || h.dtype != hosts[0].dtype || h.shape[1] != hosts[0].shape[1]) {
+        return std::vector<Tensor>();
+      }
+    }
+    int64_t rows = 0;
+    for (const Tensor& h : hosts) rows += h.shape[0];
+    Tensor whole = Tensor::allocate(hosts[0].dtype, {rows, hosts[0].shape[1]});
+    std::vector<Tensor> out = {whole};
+    size_t offset = 0;
+    for (const Tensor& h : hosts) {
+      std::memcpy(static_cast<uint8_t*>(whole.mutable_data()) + offset, h.data, h.num_bytes());
+      Tensor view = whole;
+      view.shape = h.shape;
+      view.data = static_cast<const uint8_t*>(whole.data) + offset;
+      offset += h.num_bytes();
+      out.push_back(view);
+    }
+    ++joined;
+    return out;
+  }
+
+  void matmul(const void* x, int64_t m, const Tensor& w, void* y) override {
+    issue([=, this, &w] { cpu_->matmul(x, m, w, y); });
+  }
+  void matmul_f32_out(const void* x, int64_t m, const Tensor& w, float* y) override {
+    issue([=, this, &w] { cpu_->matmul_f32_out(x, m, w, y); });
+  }
+  void embed(const Tensor& table, const int32_t* ids, int64_t n, void* out) override {
+    issue([=, this, &table] { cpu_->embed(table, ids, n, out); });
+  }
+  void rmsnorm(const void* x, int64_t m, const Tensor& weight, float eps, void* y) override {
+    issue([=, this, &weight] { cpu_->rmsnorm(x, m, weight, eps, y); });
+  }
+  void rope(void* x, int64_t tokens, int64_t heads, int64_t head_dim, const int64_t* positions,
+            double theta) override {
+    issue([=, this] { cpu_->rope(x, tokens, heads, head_dim, positions, theta); });
+  }
+  void attention(const AttentionArgs& args) override {
+    EXPECT_NE(args.first_seq_index_device, nullptr);
+    issue([copy = args, this]() mutable {
+      copy.first_seq_index = *copy.first_seq_index_device;  // what a recorded kernel reads
+      cpu_->attention(copy);
+    });
+  }
+  void store_kv(const KvWriteArgs& args) override {
+    EXPECT_NE(args.first_seq_index_device, nullptr);
+    issue([copy = args, this]() mutable {
+      copy.first_seq_index = *copy.first_seq_index_device;
+      cpu_->store_kv(copy);
+    });
+  }
+  void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
+                       const int64_t* first_seq_index_device, int64_t capacity,
+                       const uint8_t* new_valid, int64_t* slot_seq_index,
+                       uint8_t* slot_valid) override {
+    issue([=, this] {
+      cpu_->record_kv_slots(batch, new_tokens,
+                            first_seq_index_device ? *first_seq_index_device : first_seq_index,
+                            nullptr, capacity, new_valid, slot_seq_index, slot_valid);
+    });
+  }
+  void silu_mul(const void* gate, const void* up, void* out, int64_t n) override {
+    issue([=, this] { cpu_->silu_mul(gate, up, out, n); });
+  }
+  void add(void* x, const void* y, int64_t n) override {
+    issue([=, this] { cpu_->add(x, y, n); });
+  }
+
+  bool supports_capture() const override { return true; }
+  void begin_capture() override {
+    ASSERT_FALSE(capturing_);
+    capturing_ = true;
+    ops_.clear();
+  }
+  std::shared_ptr<void> end_capture() override {
+    capturing_ = false;
+    ++recordings;
+    return std::make_shared<std::vector<std::function<void()>>>(std::move(ops_));
+  }
+  bool replay(const void* recording) override {
+    ++replays;
+    for (const auto& op : *static_cast<const std::vector<std::function<void()>>*>(recording)) {
+      op();
+    }
+    return true;
+  }
+
+  bool supports_weight_dtype(DType dtype) const override {
+    return cpu_->supports_weight_dtype(dtype);
+  }
+  DType preferred_weight_dtype() const override { return cpu_->preferred_weight_dtype(); }
+  bool supports_quantization(QuantType type) const override {
+    return cpu_->supports_quantization(type);
+  }
+  bool supports_kv_cache_dtype(DType dtype) const override {
+    return cpu_->supports_kv_cache_dtype(dtype);
+  }
+  DType default_kv_cache_dtype() const override { return cpu_->default_kv_cache_dtype(); }
+
+ private:
+  void issue(std::function<void()> op) {
+    if (capturing_) {
+      ops_.push_back(std::move(op));
+    } else {
+      op();
+    }
+  }
+
+  std::unique_ptr<Backend> cpu_;
+  bool join_;
+  bool capturing_ = false;
+  std::vector<std::function<void()>> ops_;
+};
+
+std::unique_ptr<Model> load_on(const std::string& name, std::unique_ptr<Backend> backend) {
+  auto model = load_model(fixture_dir(name), std::move(backend));
+  EXPECT_TRUE(model.ok()) << model.status().message();
+  return model.ok() ? std::move(model).value() : nullptr;
+}
+
+// Decode steps of one row alone and of the whole batch, HF's greedy tokens fed back, 40 steps on
+// the sliding-window fixture (past its window of 5): logits of every step.
+std::vector<float> decode_steps(Model& model, const std::string& name, int64_t batch_rows) {
+  const std::string ref = fixture_dir(reference_case(name));
+  Inputs in = read_inputs(ref + "/inputs.json");
+  nlohmann::json greedy = read_json(ref + "/greedy.json");
+  std::vector<float> logits;
+  for (int64_t pass = 0; pass < 2; ++pass) {  // two caches: a recording must not outlive its own
+    const int64_t batch = batch_rows;
+    std::vector<int32_t> ids;
+    std::vector<uint8_t> mask;
+    for (int64_t b = 0; b < batch; ++b) {
+      ids.insert(ids.end(), in.ids.begin() + b * in.seq, in.ids.begin() + (b + 1) * in.seq);
+      mask.insert(mask.end(), in.mask.begin() + b * in.seq, in.mask.begin() + (b + 1) * in.seq);
+    }
+    const int64_t steps = greedy["max_new_tokens"].get<int64_t>();
+    auto cache = model.new_cache(batch, in.seq + steps);
+    EXPECT_TRUE(cache.ok());
+    ForwardOptions last_only;
+    last_only.all_logits = false;
+    auto out = model.forward(ids, mask, batch, *cache, last_only);
+    for (int64_t step = 0; step < steps && out.ok(); ++step) {
+      logits.insert(logits.end(), out->logits.begin(), out->logits.end());
+      std::vector<int32_t> next(batch);
+      for (int64_t b = 0; b < batch; ++b) next[b] = greedy["new_tokens"][b][step].get<int32_t>();
+      out = model.forward(next, std::vector<uint8_t>(batch, 1), batch, *cache, last_only);
+    }
+    EXPECT_TRUE(out.ok()) << out.status().message();
+  }
+  return logits;
+}
+
+TEST(RecordingBackend, ReplayedDecodeEqualsTheCpuBackendBitForBit) {
+  for (const std::string name : {"gqa", "sliding_window"}) {
+    for (int64_t batch : {1, 3}) {
+      auto plain = load_on(name, make_cpu_backend());
+      auto recorder = std::make_unique<RecordingCpuBackend>(/*join=*/false);
+      RecordingCpuBackend* rec = recorder.get();
+      auto recorded = load_on(name, std::move(recorder));
+      ASSERT_NE(plain, nullptr);
+      ASSERT_NE(recorded, nullptr);
+      const std::vector<float> a = decode_steps(*plain, name, batch);
+      const std::vector<float> b = decode_steps(*recorded, name, batch);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << name << " logit " << i;
+      // One recording per cache (the second decode step), replayed on every later step.
+      EXPECT_EQ(rec->recordings, 2) << name;
+      EXPECT_GT(rec->replays, 2 * 4) << name;
+    }
+  }
+}
+
+TEST(RecordingBackend, JoinedMatricesGiveTheSameLogits) {
+  for (const std::string name : {"gqa", "head_dim", "sliding_window"}) {
+    auto plain = load_on(name, make_cpu_backend());
+    auto joiner = std::make_unique<RecordingCpuBackend>(/*join=*/true);
+    RecordingCpuBackend* rec = joiner.get();
+    auto joined = load_on(name, std::move(joiner));
+    ASSERT_NE(plain, nullptr);
+    ASSERT_NE(joined, nullptr);
+    EXPECT_EQ(rec->joined, 2 * joined->config().num_hidden_layers);
+    EXPECT_FALSE(joined->weights().layers[0].wqkv.empty());
+    EXPECT_EQ(joined->weights().layers[0].wk.data,
+              static_cast<const uint8_t*>(joined->weights().layers[0].wqkv.data) +
+                  joined->weights().layers[0].wq.num_bytes());
+    const std::vector<float> a = decode_steps(*plain, name, 1);  // batch 1: the joined path
+    const std::vector<float> b = decode_steps(*joined, name, 1);
+    ASSERT_EQ(a.size(), b.size());
+    Diff d = masked_diff(b.data(), a.data(), std::vector<uint8_t>(a.size() / 256, 1), 256);
+    expect_close(d, name + " joined vs separate matrices", 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace mistral::testing
