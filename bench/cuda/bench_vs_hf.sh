@@ -32,15 +32,19 @@ run_ours() {  # NAME ARGS...
 run_ours bf16-b1 --prompt-tokens 512 --new-tokens 128 --runs 3
 MISTRAL_CUDA_GRAPHS=0 run_ours bf16-b1-nographs --prompt-tokens 512 --new-tokens 128 --runs 3
 MISTRAL_CUDA_JOIN=0 run_ours bf16-b1-nojoin --prompt-tokens 512 --new-tokens 128 --runs 3
+MISTRAL_GEMV_KERNEL=pipelined run_ours bf16-b1-pipelined --prompt-tokens 512 --new-tokens 128 \
+  --runs 3
 run_ours int8-b1 --weights int8 --prompt-tokens 512 --new-tokens 128 --runs 3
 run_ours int4-b1 --weights int4 --prompt-tokens 512 --new-tokens 128 --runs 3
 run_ours bf16-b32 --batch 32 --prompt-tokens 128 --new-tokens 128 --runs 2
+if [[ -z "${SKIP_HF:-}" ]]; then  # SKIP_HF=1: ours only (HF measured earlier on this kind)
 start=$SECONDS
 python3 .device_cuda/hf_bench.py "$work/m7b" --batch 1 --prompt-tokens 512 --new-tokens 128 \
   --runs 2 > "$runs/hf-bf16-b1.json" 2> "$runs/hf-bf16-b1.err"
 python3 .device_cuda/hf_bench.py "$work/m7b" --batch 32 --prompt-tokens 128 --new-tokens 128 \
   --runs 2 > "$runs/hf-bf16-b32.json" 2> "$runs/hf-bf16-b32.err"
 echo "hf: $((SECONDS - start)) s"
+fi
 python3 - "$runs" "$out" <<'PY' | tee "$out/summary.txt"
 import glob, json, os, sys
 runs, out = sys.argv[1], sys.argv[2]
@@ -54,7 +58,8 @@ def load(name):
 names = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(runs, "*.json")))
 json.dump({n: load(n) for n in names}, open(os.path.join(out, "results.json"), "w"), indent=1)
 print("run                    prefill tok/s  TTFT ms  first-run TTFT ms  decode tok/s  first-run decode  BW frac")
-for name in ["ours-bf16-b1", "ours-bf16-b1-nographs", "ours-bf16-b1-nojoin", "ours-int8-b1", "ours-int4-b1", "ours-bf16-b32", "hf-bf16-b1", "hf-bf16-b32"]:
+for name in ["ours-bf16-b1", "ours-bf16-b1-nographs", "ours-bf16-b1-nojoin",
+             "ours-bf16-b1-pipelined", "ours-int8-b1", "ours-int4-b1", "ours-bf16-b32", "hf-bf16-b1", "hf-bf16-b32"]:
     r = load(name)
     if "error" in r:
         print(f"{name:22} failed: {r['error']}")

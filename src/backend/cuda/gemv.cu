@@ -35,6 +35,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/gemv_rows.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -519,6 +520,7 @@ template <typename OutT>
 void gemv_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y,
                const GemvOptions& options) {
   check_weight(w);
+  if (use_gemv_rows(w, options)) return gemv_rows(ctx, x, m, w, y);
   MISTRAL_CHECK(m >= 1 && m <= kMaxGemvRows)
       << "gemv takes 1.." << kMaxGemvRows << " rows, got " << m;
   MISTRAL_CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0) << "x not 16-byte aligned";
@@ -591,6 +593,7 @@ size_t DeviceWeight::scale_bytes() const {
 
 size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
                           const GemvOptions& options) {
+  if (use_gemv_rows(w, options)) return 0;
   return make_plan(ctx, w, options).scratch_bytes;
 }
 
