@@ -2,6 +2,7 @@
 // double-precision references computed here from the exact weight values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -14,7 +15,8 @@ namespace {
 const WeightFormat kFormats[] = {WeightFormat::kBF16, WeightFormat::kInt8, WeightFormat::kInt4};
 
 // y = x * W^T in double; `mag` = sum of |x_p w_p|, the scale of float32 rounding error.
-void reference(const std::vector<float>& x, int64_t m, const TestWeight& w, std::vector<double>* y,
+template <typename X>
+void reference(const std::vector<X>& x, int64_t m, const TestWeight& w, std::vector<double>* y,
                std::vector<double>* mag, const std::vector<double>* weights = nullptr) {
   const std::vector<double>& wv = weights != nullptr ? *weights : w.dequant;
   y->assign(m * w.n, 0.0);
@@ -31,6 +33,23 @@ void reference(const std::vector<float>& x, int64_t m, const TestWeight& w, std:
       (*mag)[i * w.n + j] = a;
     }
   }
+}
+
+// x as the default GEMV multiplies it with quantized weights (gemv_rows.h): per group of 32,
+// q = round-half-even(x * (127 / max|x|)) in float32, times max|x| / 127.
+std::vector<double> quantized_x(const std::vector<float>& x) {
+  std::vector<double> out(x.size());
+  for (size_t g = 0; g < x.size() / 32; ++g) {
+    float amax = 0.0f;
+    for (size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[g * 32 + j]));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const float dx = amax / 127.0f;
+    for (size_t j = 0; j < 32; ++j) {
+      const float scaled = x[g * 32 + j] * inv;
+      out[g * 32 + j] = std::nearbyint(scaled) * double(dx);
+    }
+  }
+  return out;
 }
 
 struct Inputs {
@@ -65,16 +84,20 @@ TEST_F(CudaTest, GemvMatchesReferenceOverOddShapesAndEveryRowCount) {
   struct Shape {
     int64_t n, k;
   };
-  const Shape bf16_shapes[] = {{1, 8}, {15, 40}, {17, 264}, {100, 1000}, {333, 2056}};
-  const Shape quant_shapes[] = {{1, 32}, {15, 96}, {17, 224}, {100, 1056}, {333, 2080}};
+  const Shape bf16_shapes[] = {{1, 8}, {15, 40}, {17, 264}, {100, 1000}, {333, 2056}, {64, 1024}};
+  // k = 1024: rows of 32 (int4) or 64 (int8) 16-byte pieces, one or two per lane.
+  const Shape quant_shapes[] = {{1, 32},     {15, 96},    {17, 224},
+                                {100, 1056}, {333, 2080}, {333, 1024}};
   ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
   uint32_t seed = 1;
   for (WeightFormat f : kFormats) {
     for (const Shape& s : f == WeightFormat::kBF16 ? bf16_shapes : quant_shapes) {
       const TestWeight w = make_weight(f, s.n, s.k, seed++);
       const Inputs in = make_x(kMaxGemvRows, s.k, seed++);
-      std::vector<double> ref, mag;
+      std::vector<double> ref, mag, ref_q, mag_q;
       reference(in.x, kMaxGemvRows, w, &ref, &mag);
+      const bool quantized = f != WeightFormat::kBF16;
+      if (quantized) reference(quantized_x(in.x), kMaxGemvRows, w, &ref_q, &mag_q);
       for (int64_t m = 1; m <= kMaxGemvRows; ++m) {
         // Default grid; one warp for everything; 7 warps (shares split tiles at odd places);
         // one run per warp (every tile split among all its runs' warps).
@@ -87,8 +110,12 @@ TEST_F(CudaTest, GemvMatchesReferenceOverOddShapesAndEveryRowCount) {
           ASSERT_TRUE(ctx().reserve_scratch(gemv_scratch_bytes(ctx(), w.device(), opt)).ok());
           DeviceBuffer y = poisoned(m * s.n * sizeof(float));
           gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>(), opt);
-          const std::vector<double> r(ref.begin(), ref.begin() + m * s.n);
-          const std::vector<double> a(mag.begin(), mag.begin() + m * s.n);
+          // The default (row) kernel quantizes x for quantized weights; the tile kernel does not.
+          const bool qx = quantized && warps == 0 && stages == 0;
+          const std::vector<double>& rf = qx ? ref_q : ref;
+          const std::vector<double>& mg = qx ? mag_q : mag;
+          const std::vector<double> r(rf.begin(), rf.begin() + m * s.n);
+          const std::vector<double> a(mg.begin(), mg.begin() + m * s.n);
           expect_close(download<float>(y, m * s.n), r, a, kGemvTol, 0.0, what);
           if (HasFatalFailure()) return;
         }
@@ -99,7 +126,8 @@ TEST_F(CudaTest, GemvMatchesReferenceOverOddShapesAndEveryRowCount) {
       const std::vector<BF16> got = download<BF16>(yb, kMaxGemvRows * s.n);
       std::vector<float> gotf(got.size());
       for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
-      expect_close(gotf, ref, mag, kGemvTol, 1.0 / 256, "bf16 out");
+      expect_close(gotf, quantized ? ref_q : ref, quantized ? mag_q : mag, kGemvTol, 1.0 / 256,
+                   "bf16 out");
       if (HasFatalFailure()) return;
     }
   }
@@ -113,7 +141,11 @@ TEST_F(CudaTest, GemvMistralShapesMatchReference) {
       const TestWeight w = make_weight(f, n, k, seed++);
       const Inputs in = make_x(kMaxGemvRows, k, seed++);
       std::vector<double> ref, mag;
-      reference(in.x, kMaxGemvRows, w, &ref, &mag);
+      if (f == WeightFormat::kBF16) {
+        reference(in.x, kMaxGemvRows, w, &ref, &mag);
+      } else {
+        reference(quantized_x(in.x), kMaxGemvRows, w, &ref, &mag);
+      }
       DeviceBuffer y = poisoned(kMaxGemvRows * n * sizeof(float));
       gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(), y.as<float>());
       expect_close(
@@ -207,10 +239,12 @@ TEST_F(CudaTest, LinearDispatchesBothPaths) {
     const Inputs in = make_x(m, 512, 32);
     std::vector<double> ref, mag;
     std::vector<double> rounded = w.dequant;
-    if (m > kMaxGemvRows) {
+    if (m > kMaxGemvRows) {  // GEMM: bf16(scale * q) times x
       for (double& v : rounded) v = bf16_round(static_cast<float>(v));
+      reference(in.x, m, w, &ref, &mag, &rounded);
+    } else {  // GEMV: scale * q times x quantized per group
+      reference(quantized_x(in.x), m, w, &ref, &mag);
     }
-    reference(in.x, m, w, &ref, &mag, &rounded);
     DeviceBuffer y = poisoned(m * 200 * sizeof(float));
     linear(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>());
     expect_close(download<float>(y, m * 200), ref, mag, kGemvTol, 0.0,

@@ -593,7 +593,7 @@ size_t DeviceWeight::scale_bytes() const {
 
 size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
                           const GemvOptions& options) {
-  if (use_gemv_rows(w, options)) return 0;
+  if (use_gemv_rows(w, options)) return gemv_rows_scratch_bytes(w);
   return make_plan(ctx, w, options).scratch_bytes;
 }
 

@@ -1,4 +1,4 @@
-// Decode GEMV for bf16 weights, streaming whole rows: y[m, n] = x[m, k] * W^T for m <= 8.
+// Decode GEMV streaming whole rows of W: y[m, n] = x[m, k] * W^T for m <= 8.
 //
 // One warp per row of W at a time (8 warps per block, consecutive rows). Each lane reads 16-byte
 // pieces of the row (pieces lane, lane + 32, ...), issuing 8 loads (4 KB per warp) before it uses
@@ -7,8 +7,14 @@
 // summed in float32 with fmaf, element after element within a piece and piece after piece per
 // lane, then across lanes by a fixed xor-shuffle tree: the order does not depend on m, so a row
 // of x gives the same bits alone or in a batch, and on every run.
+//
+// int8 / int4 weights: x is first quantized per row and group of 32 as the CPU backend does
+// (dx = max|x| / 127, xq = round-half-even(x * 127 / max|x|), into the context's scratch), so a
+// group's dot product is an exact integer sum of __dp4a products (int4: nibbles n as bytes, then
+// minus 8 * sum(xq)), scaled in float32 by the weight's f16 scale times dx.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -68,6 +74,182 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// One thread per group of 32 values of x (rows are contiguous, k a multiple of 32).
+__global__ void quantize_x_kernel(const bf16* __restrict__ x, int64_t groups,
+                                  int8_t* __restrict__ xq, float* __restrict__ dx,
+                                  int* __restrict__ xsum) {
+  const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (g >= groups) return;
+  float v[32];
+  const uint4* src = reinterpret_cast<const uint4*>(x + g * 32);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint4 raw = src[i];
+    const bf16* e = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[i * 8 + j] = __bfloat162float(e[j]);
+  }
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  int sum = 0;
+  uint32_t packed[8];
+#pragma unroll
+  for (int w = 0; w < 8; ++w) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      const int q = __float2int_rn(v[w * 4 + b] * inv);
+      sum += q;
+      word |= uint32_t(q & 0xff) << (8 * b);
+    }
+    packed[w] = word;
+  }
+  uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
+  dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  dx[g] = amax / 127.0f;
+  xsum[g] = sum;
+}
+
+__device__ __forceinline__ int dot16(uint4 w, uint4 x, int acc) {
+  acc = __dp4a(int(w.x), int(x.x), acc);
+  acc = __dp4a(int(w.y), int(x.y), acc);
+  acc = __dp4a(int(w.z), int(x.z), acc);
+  return __dp4a(int(w.w), int(x.w), acc);
+}
+
+// A warp per row as in the bf16 kernel; a 16-byte piece is half a group (int8) or one group
+// (int4: byte j holds value j in its low nibble and value j + 16 in its high one). (Joining two
+// short int4 rows per warp, so that every lane has 8 loads in flight at k = 4096, measured 7%
+// slower end to end on the H100: fewer warps.)
+template <WeightFormat F, typename OutT, int M>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_rows_quant_kernel(const int8_t* __restrict__ xq, const float* __restrict__ dx,
+                           const int* __restrict__ xsum, int64_t n, int k,
+                           const uint8_t* __restrict__ w, const __half* __restrict__ scales,
+                           OutT* __restrict__ y) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row >= n) return;
+  const int groups = k / 32;
+  const int row_bytes = F == WeightFormat::kInt8 ? k : k / 2;
+  const int pieces = row_bytes / 16;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + row * int64_t(row_bytes));
+  const __half* sr = scales + row * int64_t(groups);
+  float acc[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = 0.0f;
+  for (int base = 0; base < pieces; base += 32 * kInFlight) {
+    uint4 wv[kInFlight];
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      const int c = base + i * 32 + lane;
+      wv[i] = c < pieces ? load_stream16(wr + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      const int c = base + i * 32 + lane;
+      if (c < pieces) {
+        const int g = F == WeightFormat::kInt8 ? c / 2 : c;
+        const float scale = __half2float(sr[g]);
+        const uint4 wq = wv[i];
+        constexpr uint32_t kLow = 0x0f0f0f0fu;
+        const uint4 lo = make_uint4(wq.x & kLow, wq.y & kLow, wq.z & kLow, wq.w & kLow);
+        const uint4 hi = make_uint4((wq.x >> 4) & kLow, (wq.y >> 4) & kLow, (wq.z >> 4) & kLow,
+                                    (wq.w >> 4) & kLow);
+#pragma unroll
+        for (int r = 0; r < M; ++r) {
+          const uint4* xr = reinterpret_cast<const uint4*>(xq + int64_t(r) * k);
+          int isum;
+          if constexpr (F == WeightFormat::kInt8) {
+            isum = dot16(wq, __ldg(xr + c), 0);
+          } else {
+            isum = dot16(hi, __ldg(xr + 2 * c + 1), dot16(lo, __ldg(xr + 2 * c), 0)) -
+                   8 * xsum[int64_t(r) * groups + g];
+          }
+          acc[r] = fmaf(float(isum), scale * dx[int64_t(r) * groups + g], acc[r]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    const float sum = warp_sum(acc[r]);
+    if (lane == 0) y[int64_t(r) * n + row] = from_float<OutT>(sum);
+  }
+}
+
+// Where the quantized kernels keep xq, dx and the group sums in the scratch.
+struct QuantScratch {
+  size_t xq = 0, dx = 0, xsum = 0, bytes = 0;
+};
+QuantScratch quant_scratch(int64_t m, int64_t k) {
+  QuantScratch s;
+  const size_t groups = static_cast<size_t>(m * (k / 32));
+  s.dx = (static_cast<size_t>(m * k) + 255) / 256 * 256;
+  s.xsum = s.dx + (groups * sizeof(float) + 255) / 256 * 256;
+  s.bytes = s.xsum + groups * sizeof(int);
+  return s;
+}
+
+template <WeightFormat F, typename OutT, int M>
+void launch_rows_quant(KernelContext& ctx, const QuantScratch& s, int64_t n, int k,
+                       const DeviceWeight& w, OutT* y) {
+  auto* base = static_cast<uint8_t*>(ctx.scratch());
+  const int64_t blocks = (n + kWarps - 1) / kWarps;
+  gemv_rows_quant_kernel<F, OutT, M>
+      <<<static_cast<unsigned>(blocks), kWarps * 32, 0, ctx.stream()>>>(
+          reinterpret_cast<const int8_t*>(base + s.xq), reinterpret_cast<const float*>(base + s.dx),
+          reinterpret_cast<const int*>(base + s.xsum), n, k, static_cast<const uint8_t*>(w.data),
+          w.scales, y);
+}
+
+template <WeightFormat F, typename OutT>
+void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y) {
+  const QuantScratch s = quant_scratch(m, w.k);
+  MISTRAL_CHECK(ctx.scratch_bytes() >= s.bytes)
+      << "gemv of a " << weight_format_name(w.format) << " weight needs " << s.bytes
+      << " bytes of scratch; call reserve_scratch first";
+  auto* base = static_cast<uint8_t*>(ctx.scratch());
+  const int64_t groups = m * (w.k / 32);
+  constexpr int kThreads = 128;
+  quantize_x_kernel<<<static_cast<unsigned>((groups + kThreads - 1) / kThreads), kThreads, 0,
+                      ctx.stream()>>>(x, groups, reinterpret_cast<int8_t*>(base + s.xq),
+                                      reinterpret_cast<float*>(base + s.dx),
+                                      reinterpret_cast<int*>(base + s.xsum));
+  MISTRAL_CUDA_CHECK_LAUNCH();
+  const int k = static_cast<int>(w.k);
+  switch (m) {
+    case 1:
+      launch_rows_quant<F, OutT, 1>(ctx, s, w.n, k, w, y);
+      break;
+    case 2:
+      launch_rows_quant<F, OutT, 2>(ctx, s, w.n, k, w, y);
+      break;
+    case 3:
+      launch_rows_quant<F, OutT, 3>(ctx, s, w.n, k, w, y);
+      break;
+    case 4:
+      launch_rows_quant<F, OutT, 4>(ctx, s, w.n, k, w, y);
+      break;
+    case 5:
+      launch_rows_quant<F, OutT, 5>(ctx, s, w.n, k, w, y);
+      break;
+    case 6:
+      launch_rows_quant<F, OutT, 6>(ctx, s, w.n, k, w, y);
+      break;
+    case 7:
+      launch_rows_quant<F, OutT, 7>(ctx, s, w.n, k, w, y);
+      break;
+    default:
+      launch_rows_quant<F, OutT, 8>(ctx, s, w.n, k, w, y);
+      break;
+  }
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
 template <typename OutT, int M>
 void launch_rows(KernelContext& ctx, const bf16* x, int64_t n, int k, const bf16* w, OutT* y) {
   const int64_t blocks = (n + kWarps - 1) / kWarps;
@@ -77,8 +259,10 @@ void launch_rows(KernelContext& ctx, const bf16* x, int64_t n, int k, const bf16
 
 template <typename OutT>
 void gemv_rows_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y) {
-  MISTRAL_CHECK(w.format == WeightFormat::kBF16) << "gemv_rows takes bf16 weights";
   MISTRAL_CHECK(m >= 1 && m <= kMaxGemvRows) << "gemv_rows m = " << m;
+  MISTRAL_CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0) << "gemv_rows: x not 16-byte aligned";
+  if (w.format == WeightFormat::kInt8) return rows_quant<WeightFormat::kInt8>(ctx, x, m, w, y);
+  if (w.format == WeightFormat::kInt4) return rows_quant<WeightFormat::kInt4>(ctx, x, m, w, y);
   MISTRAL_CHECK(w.k % 8 == 0 && w.k < (int64_t{1} << 30)) << "gemv_rows k = " << w.k;
   MISTRAL_CHECK((reinterpret_cast<uintptr_t>(w.data) | reinterpret_cast<uintptr_t>(x)) % 16 == 0)
       << "gemv_rows: x and W must be 16-byte aligned";
@@ -127,8 +311,11 @@ bool use_gemv_rows(const DeviceWeight& w, const GemvOptions& options) {
     const char* env = std::getenv("MISTRAL_GEMV_KERNEL");
     return env != nullptr && std::string(env) == "pipelined";
   }();
-  return w.format == WeightFormat::kBF16 && options.warps == 0 && options.stages == 0 &&
-         !pipelined_only;
+  return options.warps == 0 && options.stages == 0 && !pipelined_only;
+}
+
+size_t gemv_rows_scratch_bytes(const DeviceWeight& w) {
+  return w.format == WeightFormat::kBF16 ? 0 : quant_scratch(kMaxGemvRows, w.k).bytes;
 }
 
 }  // namespace mistral::cuda

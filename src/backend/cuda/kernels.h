@@ -45,16 +45,19 @@ struct DeviceWeight {
   size_t scale_bytes() const;
 };
 
-// Decode GEMV y[m, n] = x[m, k] * W^T for 1 <= m <= kMaxGemvRows. Streams W once through a
-// cp.async shared-memory pipeline (whole 128-byte lines), its rows shared evenly among one-warp
-// blocks (stream-K); the products run on tensor cores (mma m16n8k16 bf16, float32 accumulation),
-// quantized weights are expanded exactly to bf16 in registers (q and nibble - 8 are small
-// integers) and the group scale multiplies each group's partial sum in float32. Results do not
-// depend on m (a row of x gives the same bits alone or in a batch) and are the same on every run
-// (fixed-order reductions). Needs gemv_scratch_bytes of scratch.
-// For tests and tuning: `warps` > 0 replaces the chosen grid (each warp streams an equal share of
-// W; shares that split a tile's rows are added by the last warp to finish); `stages` picks 3 or 4
-// pipeline stages.
+// Decode GEMV y[m, n] = x[m, k] * W^T for 1 <= m <= kMaxGemvRows. Two kernels:
+//  - default options: gemv_rows.cu, a warp per row of W streaming it with 8 loads in flight per
+//    lane; bf16 in float32 FMA; int8 / int4 with x first quantized to int8 per group of 32 (the
+//    CPU backend's rule) and exact __dp4a group sums times the weight scale times dx.
+//  - explicit GemvOptions (or MISTRAL_GEMV_KERNEL=pipelined): gemv.cu, W streamed through a
+//    cp.async shared-memory pipeline, its rows shared evenly among one-warp blocks (stream-K), the
+//    products on tensor cores (mma m16n8k16 bf16, float32 accumulation), quantized weights
+//    expanded exactly to bf16 in registers and x not quantized.
+// Either way results do not depend on m (a row of x gives the same bits alone or in a batch) and
+// are the same on every run (fixed-order reductions). Needs gemv_scratch_bytes of scratch.
+// For tests and tuning: `warps` > 0 replaces the tile kernel's grid (each warp streams an equal
+// share of W; shares that split a tile's rows are added by the last warp to finish); `stages`
+// picks 3 or 4 pipeline stages.
 struct GemvOptions {
   int warps = 0;
   int stages = 0;
