@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
@@ -71,6 +72,30 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int r = 0; r < M; ++r) {
     const float sum = warp_sum(acc[r]);
     if (lane == 0) y[int64_t(r) * n + row] = from_float<OutT>(sum);
+  }
+}
+
+// Calls f(std::integral_constant<int, m>) for 1 <= m <= kMaxGemvRows: the kernels take the
+// number of rows of x as a template argument.
+template <typename Fn>
+void with_rows(int64_t m, Fn&& f) {
+  switch (m) {
+    case 1:
+      return f(std::integral_constant<int, 1>());
+    case 2:
+      return f(std::integral_constant<int, 2>());
+    case 3:
+      return f(std::integral_constant<int, 3>());
+    case 4:
+      return f(std::integral_constant<int, 4>());
+    case 5:
+      return f(std::integral_constant<int, 5>());
+    case 6:
+      return f(std::integral_constant<int, 6>());
+    case 7:
+      return f(std::integral_constant<int, 7>());
+    default:
+      return f(std::integral_constant<int, 8>());
   }
 }
 
@@ -221,32 +246,7 @@ void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight
                                       reinterpret_cast<int*>(base + s.xsum));
   MISTRAL_CUDA_CHECK_LAUNCH();
   const int k = static_cast<int>(w.k);
-  switch (m) {
-    case 1:
-      launch_rows_quant<F, OutT, 1>(ctx, s, w.n, k, w, y);
-      break;
-    case 2:
-      launch_rows_quant<F, OutT, 2>(ctx, s, w.n, k, w, y);
-      break;
-    case 3:
-      launch_rows_quant<F, OutT, 3>(ctx, s, w.n, k, w, y);
-      break;
-    case 4:
-      launch_rows_quant<F, OutT, 4>(ctx, s, w.n, k, w, y);
-      break;
-    case 5:
-      launch_rows_quant<F, OutT, 5>(ctx, s, w.n, k, w, y);
-      break;
-    case 6:
-      launch_rows_quant<F, OutT, 6>(ctx, s, w.n, k, w, y);
-      break;
-    case 7:
-      launch_rows_quant<F, OutT, 7>(ctx, s, w.n, k, w, y);
-      break;
-    default:
-      launch_rows_quant<F, OutT, 8>(ctx, s, w.n, k, w, y);
-      break;
-  }
+  with_rows(m, [&](auto rows) { launch_rows_quant<F, OutT, rows()>(ctx, s, w.n, k, w, y); });
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
@@ -268,32 +268,7 @@ void gemv_rows_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWe
       << "gemv_rows: x and W must be 16-byte aligned";
   const auto* wd = static_cast<const bf16*>(w.data);
   const int k = static_cast<int>(w.k);
-  switch (m) {
-    case 1:
-      launch_rows<OutT, 1>(ctx, x, w.n, k, wd, y);
-      break;
-    case 2:
-      launch_rows<OutT, 2>(ctx, x, w.n, k, wd, y);
-      break;
-    case 3:
-      launch_rows<OutT, 3>(ctx, x, w.n, k, wd, y);
-      break;
-    case 4:
-      launch_rows<OutT, 4>(ctx, x, w.n, k, wd, y);
-      break;
-    case 5:
-      launch_rows<OutT, 5>(ctx, x, w.n, k, wd, y);
-      break;
-    case 6:
-      launch_rows<OutT, 6>(ctx, x, w.n, k, wd, y);
-      break;
-    case 7:
-      launch_rows<OutT, 7>(ctx, x, w.n, k, wd, y);
-      break;
-    default:
-      launch_rows<OutT, 8>(ctx, x, w.n, k, wd, y);
-      break;
-  }
+  with_rows(m, [&](auto rows) { launch_rows<OutT, rows()>(ctx, x, w.n, k, wd, y); });
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
