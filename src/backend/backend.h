@@ -55,7 +55,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
-  // y[M, N] = x[M, K] * w[N, K]^T.
+  // y[M, N] = x[M, K] * w[N, K]^T, summed in F32. With BF16 weights x is first rounded to bf16
+  // (round to nearest even), as Hugging Face's bf16 model feeds every nn.Linear a bf16 tensor;
+  // F32 weights see x as it is. The output is F32 either way.
   virtual void matmul(const float* x, int64_t m, const Tensor& w, float* y) = 0;
   // out[i] = table[ids[i]] as F32; ids already validated to be in range.
   virtual void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) = 0;
