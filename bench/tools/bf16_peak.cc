@@ -10,10 +10,13 @@
 #include <vector>
 
 __attribute__((target("avx512f,avx512bf16"))) float chains(long iters) {
-  __m512 a0 = _mm512_set1_ps(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
-         a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  // Distinct starting values, or the compiler merges the identical chains into one.
+  __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2),
+         a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5),
+         a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8),
+         a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
   const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80);  // 1.0
-  const __m512bh y = (__m512bh)_mm512_set1_epi16(0x0001);  // tiny: sums stay finite
+  const __m512bh y = (__m512bh)_mm512_set1_epi16(0x3c00);  // 2^-7: sums stay finite
   for (long it = 0; it < iters; ++it) {
     a0 = _mm512_dpbf16_ps(a0, x, y);
     a1 = _mm512_dpbf16_ps(a1, x, y);

@@ -61,7 +61,7 @@ TEST(MatmulTest, MatchesScalarReferenceOverOddShapes) {
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       for (int64_t m : {1, 2, 3, 7, 33}) {
         for (int64_t n : {1, 3, 5, 17, 64}) {
-          for (int64_t k : {1, 7, 16, 64, 100, 257}) {
+          for (int64_t k : {1, 7, 16, 64, 100, 257, 2085}) {  // 2085: several k blocks
             SCOPED_TRACE(::testing::Message()
                          << dtype_name(dtype) << " m=" << m << " n=" << n << " k=" << k);
             const std::vector<float> x = randn(m * k, 1 + m * 7 + k);

@@ -10,11 +10,9 @@ namespace {
 
 #define MISTRAL_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-constexpr int NR = kBf16TileRows;
-
 // MR x NR accumulators of 16 lanes; each step of 32 values loads NR weight and MR activation
-// vectors for MR * NR vdpbf16ps.
-template <int MR>
+// vectors for MR * NR vdpbf16ps. The sums are reduced across lanes once, at the end.
+template <int MR, int NR>
 MISTRAL_AVX512_BF16 void tile(const uint16_t* x, int64_t x_stride, const uint16_t* const* w,
                               int64_t k, float* out) {
   __m512 acc[MR][NR];
@@ -44,21 +42,24 @@ MISTRAL_AVX512_BF16 void tile(const uint16_t* x, int64_t x_stride, const uint16_
   }
 }
 
+template <int MR>
+void tile_mr(const uint16_t* x, int64_t x_stride, int mx, const uint16_t* const* w, int64_t k,
+             float* out) {
+  if constexpr (MR > 1) {
+    if (mx < MR) return tile_mr<MR - 1>(x, x_stride, mx, w, k, out);
+  }
+  tile<MR, kBf16TileRows>(x, x_stride, w, k, out);
+}
+
 }  // namespace
 
 void bf16_tile_avx512bf16(const uint16_t* x, int64_t x_stride, int mx, const uint16_t* const* w,
                           int64_t k, float* out) {
-  static_assert(kBf16TileActivations == 4);
-  switch (mx) {
-    case 1:
-      return tile<1>(x, x_stride, w, k, out);
-    case 2:
-      return tile<2>(x, x_stride, w, k, out);
-    case 3:
-      return tile<3>(x, x_stride, w, k, out);
-    default:
-      return tile<4>(x, x_stride, w, k, out);
-  }
+  tile_mr<kBf16TileActivations>(x, x_stride, mx, w, k, out);
+}
+
+void bf16_gemv_tile_avx512bf16(const uint16_t* x, const uint16_t* const* w, int64_t k, float* out) {
+  tile<1, kBf16DecodeRows>(x, 0, w, k, out);
 }
 
 }  // namespace mistral::cpu
