@@ -67,6 +67,27 @@ void quant_tile_portable(const QuantTile& t, float* out) {
   }
 }
 
+void prepare_int4_decode_row(const int8_t* arranged, const float* dx, int64_t k,
+                             Int4DecodeRow* out) {
+  const int64_t groups = k / G;
+  out->groups = groups;
+  out->steps = (groups + 3) / 4;
+  out->values = arranged;
+  out->start.assign(out->steps * 16, 0);
+  out->scale.assign(out->steps * 16, 0.0f);
+  for (int64_t s = 0; s < out->steps; ++s) {
+    const int8_t* lo = arranged + s * 4 * G;  // values 0..15 of the 4 groups
+    const int8_t* hi = lo + 2 * G;            // values 16..31
+    for (int64_t lane = 0; lane < 16; ++lane) {
+      int32_t sum = 0;
+      for (int64_t b = 0; b < 4; ++b) sum += lo[4 * lane + b] + hi[4 * lane + b];
+      out->start[s * 16 + lane] = -8 * sum;
+      const int64_t g = 4 * s + lane / 4;
+      out->scale[s * 16 + lane] = g < groups ? dx[g] : 0.0f;
+    }
+  }
+}
+
 void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   MISTRAL_CHECK(w.quantized() && w.shape.size() == 2)
       << "quantized_matmul needs a quantized matrix";
@@ -84,6 +105,30 @@ void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   }
   const auto* wbytes = static_cast<const uint8_t*>(w.data);
   const auto* wscales = static_cast<const F16*>(w.scales);
+  if (vnni && w.quant == QuantType::kInt4 && m == 1) {
+    thread_local Int4DecodeRow row;  // the caller's thread prepares; workers only read
+    prepare_int4_decode_row(xvalues, xq.scales.data(), k, &row);
+    const Int4DecodeRow& xr = row;
+    ThreadPool::global().parallel_for(n, 64, [&](size_t begin, size_t end) {
+      const int64_t half = static_cast<int64_t>(end - begin) / 2;
+      for (int64_t i = 0; i < half; ++i) {  // rows i and half + i of the share
+        const int64_t r0 = static_cast<int64_t>(begin) + i, r1 = r0 + half;
+        const uint8_t* w2[2] = {wbytes + r0 * row_bytes, wbytes + r1 * row_bytes};
+        const F16* dw2[2] = {wscales + r0 * groups, wscales + r1 * groups};
+        float out2[2];
+        int4_rows_avx512_vnni(xr, 2, w2, dw2, out2);
+        y[r0] = out2[0];
+        y[r1] = out2[1];
+      }
+      if ((end - begin) % 2 != 0) {
+        const int64_t r = static_cast<int64_t>(end) - 1;
+        const uint8_t* w1 = wbytes + r * row_bytes;
+        const F16* dw1 = wscales + r * groups;
+        int4_rows_avx512_vnni(xr, 1, &w1, &dw1, y + r);
+      }
+    });
+    return;
+  }
   const QuantizedRows& xr = xq;
   const int64_t tiles = (n + 3) / 4;
   ThreadPool::global().parallel_for(tiles, 4, [&](size_t tile_begin, size_t tile_end) {
