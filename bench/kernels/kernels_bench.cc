@@ -31,10 +31,11 @@ Tensor random_matrix(DType dtype, int64_t n, int64_t k) {
   return w;
 }
 
-// Args: tokens (m), output features (n), weights (0 = F32, 1 = BF16, 2 = int8, 3 = int4).
-// k = 4096.
+// Args: tokens (m), output features (n), weights (0 = F32, 1 = BF16, 2 = int8, 3 = int4), input
+// features (k).
 void BM_Matmul(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = 4096;
+  const int64_t m = state.range(0), n = state.range(1);
+  const int64_t k = state.range(3);
   const int64_t format = state.range(2);
   Tensor w = random_matrix(format == 0 ? DType::kF32 : DType::kBF16, n, k);
   if (format >= 2)
@@ -52,16 +53,18 @@ void BM_Matmul(benchmark::State& state) {
 // n = 14336: the MLP's gate/up (117 MB in BF16, beyond the 32 MB last-level cache); the
 // quantized decode rows use n = 57344 so that they too stream 117 MB (int4) or 235 MB (int8).
 BENCHMARK(BM_Matmul)
-    ->Args({1, 14336, 1})
-    ->Args({1, 14336, 0})
-    ->Args({1, 57344, 2})
-    ->Args({1, 57344, 3})
-    ->Args({1, 4096, 3})
-    ->Args({1, 4096, 2})
-    ->Args({16, 14336, 1})
-    ->Args({64, 4096, 1})
-    ->Args({64, 4096, 2})
-    ->Args({64, 4096, 3})
+    ->Args({1, 14336, 1, 4096})
+    ->Args({1, 14336, 0, 4096})
+    ->Args({1, 57344, 2, 4096})
+    ->Args({1, 57344, 3, 4096})
+    ->Args({1, 4096, 3, 4096})
+    ->Args({1, 4096, 2, 4096})
+    ->Args({16, 14336, 1, 4096})
+    ->Args({64, 4096, 1, 4096})
+    ->Args({64, 14336, 1, 4096})
+    ->Args({64, 4096, 1, 14336})
+    ->Args({64, 4096, 2, 4096})
+    ->Args({64, 4096, 3, 4096})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -122,7 +122,9 @@ class Backend {
   }
 
   // ---- ops
-  // y[M, N] = x[M, K] * w[N, K]^T.
+  // y[M, N] = x[M, K] * w[N, K]^T, summed in F32. With BF16 weights x is first rounded to bf16
+  // (round to nearest even), as Hugging Face's bf16 model feeds every nn.Linear a bf16 tensor;
+  // F32 weights see x as it is. (Quantized weights: see core/quant.h and each backend.)
   virtual void matmul(const void* x, int64_t m, const Tensor& w, void* y) = 0;
   // The same with F32 output whatever the activation type (the logits).
   virtual void matmul_f32_out(const void* x, int64_t m, const Tensor& w, float* y) = 0;

@@ -71,7 +71,8 @@ TEST_P(QuantizedMatmulTest, MatchesTheReference) {
   for (QuantType type : {QuantType::kInt8, QuantType::kInt4}) {
     for (Shape s :
          {Shape{1, 1, G}, Shape{1, 5, 2 * G}, Shape{2, 4, 3 * G}, Shape{3, 7, 17 * G},
-          Shape{4, 13, 16 * G}, Shape{5, 9, 33 * G}, Shape{9, 6, 5 * G}, Shape{1, 67, 64 * G}}) {
+          Shape{4, 13, 16 * G}, Shape{5, 9, 33 * G}, Shape{9, 6, 5 * G}, Shape{1, 67, 64 * G},
+          Shape{1, 9, 17 * G}, Shape{1, 70, 35 * G}, Shape{1, 3, 3 * G}, Shape{1, 601, 3 * G}}) {
       std::vector<float> w = randn(s.n * s.k, 1, 0.02f);
       std::vector<float> x = randn(s.m * s.k, 2);
       const Tensor q = quantized(w, s.n, s.k, type);

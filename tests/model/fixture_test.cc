@@ -3,6 +3,9 @@
 // side, each row alone, cached decoding and greedy generation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "engine/generator.h"
 #include "fixture_util.h"
 
@@ -14,7 +17,7 @@ class FixtureTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(FixtureTest, LogitsAndHiddenStatesMatchTransformers) {
   const std::string name = GetParam();
   const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
+  auto model = load_fixture_model_for_f32_reference(name);
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   auto cache = KvCache::create(model->config(), in.batch, in.seq);
@@ -41,7 +44,7 @@ TEST_P(FixtureTest, LogitsAndHiddenStatesMatchTransformers) {
 TEST_P(FixtureTest, EachRowAloneMatchesTransformers) {
   const std::string name = GetParam();
   const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
+  auto model = load_fixture_model_for_f32_reference(name);
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   for (int64_t b = 0; b < in.batch; ++b) {
@@ -64,7 +67,7 @@ TEST_P(FixtureTest, EachRowAloneMatchesTransformers) {
 TEST_P(FixtureTest, CachedDecodeEqualsFullForward) {
   const std::string name = GetParam();
   const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
+  auto model = load_fixture_model_for_f32_reference(name);
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   Array expected = read_array(ref + "/expected.safetensors", "logits");
@@ -78,7 +81,7 @@ TEST_P(FixtureTest, CachedDecodeEqualsFullForward) {
 TEST_P(FixtureTest, GreedyTokensAndStepLogitsMatchTransformers) {
   const std::string name = GetParam();
   const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
+  auto model = load_fixture_model_for_f32_reference(name);
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   nlohmann::json greedy = read_json(ref + "/greedy.json");
@@ -141,8 +144,40 @@ TEST(FixtureExtras, RightPaddedBatchMatchesTransformers) {
                "right padding");
 }
 
-// ARCHITECTURE.md's bf16 rule against HF computing natively in bf16: identical greedy tokens, or at
-// the first divergence each side's token is in the other's top-5; logits close.
+// Largest KL(p || q) in nats over the rows of [B, T, vocab] logits whose mask is 1, p = softmax(a).
+double max_kl(const float* a, const float* b, const std::vector<uint8_t>& mask, int64_t vocab) {
+  double worst = 0;
+  for (size_t r = 0; r < mask.size(); ++r) {
+    if (!mask[r]) continue;
+    const float* x = a + r * vocab;
+    const float* y = b + r * vocab;
+    const double mx = *std::max_element(x, x + vocab), my = *std::max_element(y, y + vocab);
+    double zx = 0, zy = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      zx += std::exp(x[i] - mx);
+      zy += std::exp(y[i] - my);
+    }
+    double kl = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const double lp = x[i] - mx - std::log(zx), lq = y[i] - my - std::log(zy);
+      kl += std::exp(lp) * (lp - lq);
+    }
+    worst = std::max(worst, kl);
+  }
+  return worst;
+}
+
+// ARCHITECTURE.md's bf16 rule against HF computing natively in bf16 (greedy_bf16.json,
+// expected_bf16.safetensors): the engine on the BF16 weights in place, each matmul's activations
+// rounded to bf16 like HF's (backend.h). HF bf16 also rounds the residual stream, norms and
+// attention to bf16, so the logits differ by a few bf16 steps: measured max |diff| 0.227 at a
+// logit scale of 15.1 (1.5e-2 of the scale; HF bf16 itself is 0.236 from HF fp32, manifest.json)
+// and KL(HF bf16 || ours) at most 5.7e-3 nats over the prompt positions (HF fp32 is 6.5e-3 from
+// HF bf16). The greedy tokens are identical (stricter than the rule, which would allow a
+// divergence where each side's token is in the other's top 5).
+constexpr double kBf16LogitTolerance = 3e-2;
+constexpr double kBf16MaxKl = 1e-2;
+
 TEST(FixtureExtras, Bf16MatchesTransformersBf16) {
   auto model = load_fixture_model("bf16");
   ASSERT_NE(model, nullptr);
@@ -163,9 +198,25 @@ TEST(FixtureExtras, Bf16MatchesTransformersBf16) {
   auto out = model->forward(in.ids, in.mask, in.batch, *cache);
   ASSERT_TRUE(out.ok());
   Array hf_bf16 = read_array(fixture_dir("bf16") + "/expected_bf16.safetensors", "logits");
-  // HF rounds every activation to bf16 (8 bits of mantissa): allow a few bf16 ulps at the scale.
-  expect_close(masked_diff(out->logits.data(), hf_bf16.data.data(), in.mask, hf_bf16.shape[2]),
-               "bf16 vs HF bf16", 0.05);
+  const int64_t vocab = hf_bf16.shape[2];
+  expect_close(masked_diff(out->logits.data(), hf_bf16.data.data(), in.mask, vocab),
+               "bf16 vs HF bf16", kBf16LogitTolerance);
+  EXPECT_LE(max_kl(hf_bf16.data.data(), out->logits.data(), in.mask, vocab), kBf16MaxKl);
+}
+
+// Prefill of half the prompt, then one token at a time (the decode kernels, m = 1): the same
+// bound against HF bf16.
+TEST(FixtureExtras, Bf16CachedDecodeMatchesTransformersBf16) {
+  auto model = load_fixture_model("bf16");
+  ASSERT_NE(model, nullptr);
+  Inputs in = read_inputs(fixture_dir("bf16") + "/inputs.json");
+  Array hf_bf16 = read_array(fixture_dir("bf16") + "/expected_bf16.safetensors", "logits");
+  const int64_t vocab = hf_bf16.shape[2];
+  const std::vector<float> logits = cached_decode_logits(*model, in, vocab);
+  ASSERT_EQ(logits.size(), hf_bf16.data.size());
+  expect_close(masked_diff(logits.data(), hf_bf16.data.data(), in.mask, vocab),
+               "bf16 cached decode vs HF bf16", kBf16LogitTolerance);
+  EXPECT_LE(max_kl(hf_bf16.data.data(), logits.data(), in.mask, vocab), kBf16MaxKl);
 }
 
 }  // namespace

@@ -110,6 +110,17 @@ inline std::unique_ptr<Model> load_fixture_model(const std::string& name, LoadOp
   return model.ok() ? std::move(model).value() : nullptr;
 }
 
+// A fixture model for the tests held to the fp32 references (expected*.safetensors, greedy.json;
+// for `bf16` those are HF in fp32 on the bf16 weights upcast). The `bf16` fixture is loaded
+// widened to F32 for them: on BF16 weights the engine rounds each matmul's activations to bf16
+// (backend.h), as HF's bf16 model does, and is held to HF bf16 instead (fixture_test.cc's
+// Bf16* tests).
+inline std::unique_ptr<Model> load_fixture_model_for_f32_reference(const std::string& name) {
+  LoadOptions options;
+  if (name == "bf16") options.dtype = DType::kF32;
+  return load_fixture_model(name, options);
+}
+
 // Max |a - b| over the rows of [B, T, width] arrays whose mask is 1, and max |b| there.
 struct Diff {
   double max_abs = 0;

@@ -1,7 +1,8 @@
 // BF16, F16 and I8 KV caches against Hugging Face transformers' numbers (tests/fixtures, which HF
 // computed with its cache in fp32): greedy tokens, every decode step's logits with HF's tokens
 // fed back, and cached decoding of the prompt; plus the rolling sliding-window cache in these
-// types.
+// types. The `bf16` fixture runs widened to F32 against its fp32 references (fixture_util.h), so
+// these tests see only what the cache type changes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -37,7 +38,7 @@ class NarrowKvCacheTest : public ::testing::TestWithParam<std::tuple<std::string
 TEST_P(NarrowKvCacheTest, CachedDecodeLogitsCloseToTransformers) {
   const auto [name, dtype] = GetParam();
   const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
+  auto model = load_fixture_model_for_f32_reference(name);
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   Array expected = read_array(ref + "/expected.safetensors", "logits");
@@ -66,7 +67,7 @@ TEST_P(NarrowKvCacheTest, CachedDecodeLogitsCloseToTransformers) {
 // sliding_window and 1 of 24 on rope_1e6_toplevel), HF's token always in our top 5.
 TEST_P(NarrowKvCacheTest, StepLogitsCloseToTransformers) {
   const auto [name, dtype] = GetParam();
-  const Steps s = decode_hf_tokens(*load_fixture_model(name), name, dtype);
+  const Steps s = decode_hf_tokens(*load_fixture_model_for_f32_reference(name), name, dtype);
   ASSERT_GT(s.steps, 0);
   int64_t compared = 0, agree = 0;
   for (int64_t b = s.first_row; b < s.batch; ++b) {
@@ -99,7 +100,7 @@ TEST_P(HalfKvCacheTest, GreedyTokensMatchTransformers) {
   const auto [name, dtype] = GetParam();
   const bool may_diverge = dtype == DType::kBF16 && name == "rope_1e6_toplevel";
   const std::string ref = fixture_dir(reference_case(name));
-  auto model = load_fixture_model(name);
+  auto model = load_fixture_model_for_f32_reference(name);
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   nlohmann::json greedy = read_json(ref + "/greedy.json");
@@ -116,7 +117,7 @@ TEST_P(HalfKvCacheTest, GreedyTokensMatchTransformers) {
             KvCache::bytes_per_position(model->config(), dtype) * in.batch *
                 std::min<int64_t>(in.seq + gen.max_new_tokens,
                                   model->config().sliding_window.value_or(1 << 30)));
-  const Steps s = decode_hf_tokens(*load_fixture_model(name), name, dtype);
+  const Steps s = decode_hf_tokens(*load_fixture_model_for_f32_reference(name), name, dtype);
   ASSERT_GT(s.steps, 0);
   for (int64_t b = 0; b < in.batch; ++b) {
     std::vector<int32_t> expected = s.tokens[b];
@@ -180,7 +181,7 @@ TEST(NarrowKvCacheExtras, Bf16ModelWithBf16CacheMatchesTransformersBf16) {
       cached_decode_logits(*model, in, hf_bf16.shape[2], DType::kBF16);
   ASSERT_EQ(logits.size(), hf_bf16.data.size());
   expect_close(masked_diff(logits.data(), hf_bf16.data.data(), in.mask, hf_bf16.shape[2]),
-               "bf16 model, bf16 cache vs HF bf16", 0.05);
+               "bf16 model, bf16 cache vs HF bf16", 3e-2);
 }
 
 // The sliding_window fixture (W = 5) decoded 40 steps past its window through a rolling cache of

@@ -35,7 +35,9 @@ void set_portable_kernels_only(bool portable) { portable_only = portable; }
 
 const char* cpu_kernel_level() {
   const CpuFeatures f = cpu_features();
+  if (f.avx512_vnni() && f.avx512_bf16()) return "avx512-vnni-bf16";
   if (f.avx512_vnni()) return "avx512-vnni";
+  if (f.avx512_bf16()) return "avx512-bf16";
   if (f.avx512()) return "avx512";
   return "portable";
 }

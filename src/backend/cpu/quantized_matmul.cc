@@ -67,6 +67,44 @@ void quant_tile_portable(const QuantTile& t, float* out) {
   }
 }
 
+void prepare_decode_row(QuantType type, const int8_t* x, const float* dx, int64_t k,
+                        DecodeRow* out) {
+  const int64_t groups = k / G;
+  const int64_t per_step = type == QuantType::kInt4 ? 4 : 2;  // groups
+  out->type = type;
+  out->groups = groups;
+  out->steps = (groups + per_step - 1) / per_step;
+  out->values.assign(out->steps * per_step * G, 0);
+  for (int64_t g = 0; g < groups;
+       ++g) {  // int4: per step, values 0..15 of its 4 groups, then 16..31
+    const int64_t j = g % per_step;
+    int8_t* step = out->values.data() + (g / per_step) * per_step * G;
+    if (type == QuantType::kInt4) {
+      std::copy_n(x + g * G, G / 2, step + j * (G / 2));
+      std::copy_n(x + g * G + G / 2, G / 2, step + 2 * G + j * (G / 2));
+    } else {
+      std::copy_n(x + g * G, G, step + j * G);
+    }
+  }
+  const int32_t offset = type == QuantType::kInt4 ? 8 : 128;
+  const int64_t bytes_per_lane = per_step * G / 16;
+  out->start.assign(out->steps * 16, 0);
+  out->scale.assign(out->steps * 16, 0.0f);
+  for (int64_t s = 0; s < out->steps; ++s) {
+    const int8_t* v = out->values.data() + s * per_step * G;
+    for (int64_t lane = 0; lane < 16; ++lane) {
+      // A lane meets bytes 4 lane .. 4 lane + 3 of each 64-byte half of the step's values.
+      int32_t sum = 0;
+      for (int64_t half = 0; half < bytes_per_lane / 4; ++half) {
+        for (int64_t b = 0; b < 4; ++b) sum += v[half * 64 + 4 * lane + b];
+      }
+      out->start[s * 16 + lane] = -offset * sum;
+      const int64_t g = per_step * s + lane / (16 / per_step);
+      out->scale[s * 16 + lane] = g < groups ? dx[g] : 0.0f;
+    }
+  }
+}
+
 void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   MISTRAL_CHECK(w.quantized() && w.shape.size() == 2)
       << "quantized_matmul needs a quantized matrix";
@@ -76,14 +114,38 @@ void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   thread_local std::vector<int8_t> arranged;
   quantize_rows(x, m, k, &xq);
   const bool vnni = cpu_features().avx512_vnni();
+  const auto* wbytes = static_cast<const uint8_t*>(w.data);
+  const auto* wscales = static_cast<const F16*>(w.scales);
+  if (vnni && m == 1) {
+    thread_local DecodeRow row;  // the caller's thread prepares; workers only read
+    prepare_decode_row(w.quant, xq.values.data(), xq.scales.data(), k, &row);
+    const DecodeRow& xr = row;
+    ThreadPool::global().parallel_for(n, 64, [&](size_t begin, size_t end) {
+      const int64_t half = static_cast<int64_t>(end - begin) / 2;
+      for (int64_t i = 0; i < half; ++i) {  // rows i and half + i of the share
+        const int64_t r0 = static_cast<int64_t>(begin) + i, r1 = r0 + half;
+        const uint8_t* w2[2] = {wbytes + r0 * row_bytes, wbytes + r1 * row_bytes};
+        const F16* dw2[2] = {wscales + r0 * groups, wscales + r1 * groups};
+        float out2[2];
+        decode_rows_avx512_vnni(xr, 2, w2, dw2, out2);
+        y[r0] = out2[0];
+        y[r1] = out2[1];
+      }
+      if ((end - begin) % 2 != 0) {
+        const int64_t r = static_cast<int64_t>(end) - 1;
+        const uint8_t* w1 = wbytes + r * row_bytes;
+        const F16* dw1 = wscales + r * groups;
+        decode_rows_avx512_vnni(xr, 1, &w1, &dw1, y + r);
+      }
+    });
+    return;
+  }
   const int8_t* xvalues = xq.values.data();
   int64_t x_stride = k;
   if (vnni && w.quant == QuantType::kInt4) {
     arrange_for_int4(xq, &arranged, &x_stride);
     xvalues = arranged.data();
   }
-  const auto* wbytes = static_cast<const uint8_t*>(w.data);
-  const auto* wscales = static_cast<const F16*>(w.scales);
   const QuantizedRows& xr = xq;
   const int64_t tiles = (n + 3) / 4;
   ThreadPool::global().parallel_for(tiles, 4, [&](size_t tile_begin, size_t tile_end) {

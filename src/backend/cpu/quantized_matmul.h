@@ -47,6 +47,31 @@ void quant_tile_portable(const QuantTile& t, float* out);
 // Needs cpu_features().avx512_vnni().
 void quant_tile_avx512_vnni(const QuantTile& t, float* out);
 
+// Decode (one activation row): each thread reads its weight rows as two sequential streams (the
+// two halves of its share), two rows at a time. The tile kernel's 4 rows read side by side are
+// short interleaved streams that the prefetchers serve slowly: 4 int4 rows of 2 KiB stream at
+// ~13 GB/s on one Zen 4 core, rows one after another at ~23-30 GB/s (bench/tools/stream_pattern).
+// The activation row is prepared once per call, per step of 64 weight bytes (int8: 2 groups,
+// int4: 4 groups; zero-padded at the end of the row): its values in the order the step reads them
+// (int8: as they are, int4: arrange_for_int4), and per int32 lane the start of the lane's sum
+// (-offset times the sum of the activations it meets: the weights' offset, 128 or 8, removed) and
+// the scale dx of the lane's group.
+struct DecodeRow {
+  QuantType type = QuantType::kInt8;
+  int64_t groups = 0;          // k / 32
+  int64_t steps = 0;           // ceil(groups / 2) (int8) or ceil(groups / 4) (int4)
+  std::vector<int8_t> values;  // steps * 64 (int8) or steps * 128 (int4)
+  std::vector<int32_t> start;  // steps * 16
+  std::vector<float> scale;    // steps * 16
+};
+// x: k int8 values (quantize_rows) and their k / 32 scales.
+void prepare_decode_row(QuantType type, const int8_t* x, const float* dx, int64_t k,
+                        DecodeRow* out);
+// out[r] = dot(x, w row r) for `rows` (1 or 2) weight rows w[r] of x.type with their k / 32
+// scales dw[r]; the rows share the activation loads. Needs cpu_features().avx512_vnni().
+void decode_rows_avx512_vnni(const DecodeRow& x, int rows, const uint8_t* const* w,
+                             const F16* const* dw, float* out);
+
 // y[m, N] = x[m, K] * w^T for a quantized w.
 void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y);
 

@@ -142,6 +142,68 @@ MISTRAL_AVX512_VNNI void tile_int4(const QuantTile& t, float* out) {
   }
 }
 
+// R rows of one decode call: per step 64 weight bytes of each row (int8: 2 groups, made unsigned
+// by xor 0x80; int4: 4 groups, low nibbles values 0..15 and high ones 16..31), vpdpbusd from the
+// prepared start, then dx * dw per lane; the rows share the activation loads.
+template <int R, bool kInt4>
+MISTRAL_AVX512_VNNI void decode_rows(const DecodeRow& x, const uint8_t* const* w,
+                                     const F16* const* dw, float* out) {
+  constexpr int64_t per_step = kInt4 ? 4 : 2;  // groups
+  constexpr int64_t step_bytes = 64, step_values = per_step * G;
+  const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+  const __m512i sign_bits = _mm512_set1_epi8(static_cast<char>(0x80));
+  // Lane l of a step belongs to the step's group l / (16 / per_step).
+  const __m512i lane_group = kInt4
+                                 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
+                                 : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const int64_t groups = x.groups;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g16 = 0; g16 < groups; g16 += 16) {
+    const int64_t left = groups - g16;
+    __m512 sw[R];
+    for (int r = 0; r < R; ++r) sw[r] = load_scales(dw[r] + g16, left);
+    const int64_t steps = (std::min<int64_t>(left, 16) + per_step - 1) / per_step;
+    for (int64_t j = 0; j < steps; ++j) {
+      const int64_t s = g16 / per_step + j;
+      const int64_t in_step = std::min<int64_t>(per_step, groups - s * per_step);
+      const __mmask64 bytes =
+          in_step == per_step ? ~0ull : (1ull << (in_step * step_bytes / per_step)) - 1;
+      const int8_t* xs = x.values.data() + s * step_values;
+      const __m512i start = _mm512_loadu_si512(x.start.data() + s * 16);
+      const __m512 dx = _mm512_loadu_ps(x.scale.data() + s * 16);
+      const __m512i spread =
+          _mm512_add_epi32(lane_group, _mm512_set1_epi32(static_cast<int>(per_step * j)));
+      const __m512i x0 = _mm512_loadu_si512(xs);
+      const __m512i x1 = kInt4 ? _mm512_loadu_si512(xs + 64) : x0;
+      for (int r = 0; r < R; ++r) {
+        const __m512i b = _mm512_maskz_loadu_epi8(bytes, w[r] + s * step_bytes);
+        __m512i dot;
+        if constexpr (kInt4) {
+          const __m512i lo = _mm512_and_si512(b, low_nibbles);
+          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), low_nibbles);
+          dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo, x0), hi, x1);
+        } else {
+          dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(b, sign_bits), x0);
+        }
+        const __m512 scale = _mm512_mul_ps(_mm512_permutexvar_ps(spread, sw[r]), dx);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+}  // namespace
+
+void decode_rows_avx512_vnni(const DecodeRow& x, int rows, const uint8_t* const* w,
+                             const F16* const* dw, float* out) {
+  if (x.type == QuantType::kInt4) {
+    return rows == 2 ? decode_rows<2, true>(x, w, dw, out) : decode_rows<1, true>(x, w, dw, out);
+  }
+  return rows == 2 ? decode_rows<2, false>(x, w, dw, out) : decode_rows<1, false>(x, w, dw, out);
+}
+
 #define MISTRAL_DISPATCH_MX(kernel, t, out) \
   switch ((t).mx) {                         \
     case 1:                                 \
@@ -153,8 +215,6 @@ MISTRAL_AVX512_VNNI void tile_int4(const QuantTile& t, float* out) {
     default:                                \
       return kernel<4>(t, out);             \
   }
-
-}  // namespace
 
 void quant_tile_avx512_vnni(const QuantTile& t, float* out) {
   if (t.type == QuantType::kInt8) {
