@@ -146,6 +146,20 @@ class Backend {
                                const int64_t* first_seq_index_device, int64_t capacity,
                                const uint8_t* new_valid, int64_t* slot_seq_index,
                                uint8_t* slot_valid) = 0;
+  // Rotates q [tokens, heads, head_dim] and k [tokens, kv_heads, head_dim] as rope does, at the
+  // same positions: one op for both (the default runs rope twice).
+  virtual void rope_qk(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads,
+                       int64_t head_dim, const int64_t* positions, double theta) {
+    rope(q, tokens, heads, head_dim, positions, theta);
+    rope(k, tokens, kv_heads, head_dim, positions, theta);
+  }
+  // x[m, n] += y (as add), then h = rmsnorm(x) with weight [n] (as rmsnorm): a decoder layer's
+  // residual add fused with the norm that follows it. h may be y. The default runs add, rmsnorm.
+  virtual void add_rmsnorm(void* x, const void* y, int64_t m, const Tensor& weight, float eps,
+                           void* h) {
+    add(x, y, m * weight.shape[0]);
+    rmsnorm(x, m, weight, eps, h);
+  }
   // out[i] = silu(gate[i]) * up[i].
   virtual void silu_mul(const void* gate, const void* up, void* out, int64_t n) = 0;
   // x[i] += y[i].

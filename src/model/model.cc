@@ -286,10 +286,12 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
   args.out = a.attn;
 
   const float eps = static_cast<float>(c.rms_norm_eps);
+  // Each residual add is fused with the norm after it (add_rmsnorm): the attention block's with
+  // the MLP norm, the MLP block's with the next layer's attention norm (or the final norm).
+  be.rmsnorm(a.x, M, weights_.layers.front().attn_norm, eps, a.h);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
-    // Attention block.
-    be.rmsnorm(a.x, M, w.attn_norm, eps, a.h);
+    // Attention block (a.h holds the normed input).
     if (M == 1 && !w.wqkv.empty()) {  // one row: q|k|v are adjacent, one matmul writes them
       be.matmul(a.h, M, w.wqkv, a.q);
     } else {
@@ -297,8 +299,8 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
       be.matmul(a.h, M, w.wk, a.k);
       be.matmul(a.h, M, w.wv, a.v);
     }
-    be.rope(a.q, M, c.num_attention_heads, c.head_dim, a.positions, c.rope_theta);
-    be.rope(a.k, M, c.num_key_value_heads, c.head_dim, a.positions, c.rope_theta);
+    be.rope_qk(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim, a.positions,
+               c.rope_theta);
     args.k_cache = cache.keys(l);
     args.v_cache = cache.values(l);
     args.k_scale = cache.key_scales(l);
@@ -306,9 +308,8 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
     be.attention(args);
     cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
     be.matmul(a.attn, M, w.wo, a.h);
-    be.add(a.x, a.h, M * H);
+    be.add_rmsnorm(a.x, a.h, M, w.mlp_norm, eps, a.h);
     // MLP block (SwiGLU).
-    be.rmsnorm(a.x, M, w.mlp_norm, eps, a.h);
     if (M == 1 && !w.w_gate_up.empty()) {
       be.matmul(a.h, M, w.w_gate_up, a.gate);
     } else {
@@ -317,13 +318,14 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
     }
     be.silu_mul(a.gate, a.up, a.gate, M * c.intermediate_size);
     be.matmul(a.gate, M, w.w_down, a.h);
-    be.add(a.x, a.h, M * H);
-    if (options.output_hidden_states && l + 1 < c.num_hidden_layers) {
+    const bool last = l + 1 == c.num_hidden_layers;
+    be.add_rmsnorm(a.x, a.h, M, last ? weights_.final_norm : weights_.layers[l + 1].attn_norm, eps,
+                   a.h);
+    if (options.output_hidden_states && !last) {
       out.hidden_states.push_back(download(a.x, M * H));
     }
   }
 
-  be.rmsnorm(a.x, M, weights_.final_norm, eps, a.h);
   if (options.output_hidden_states) out.hidden_states.push_back(download(a.h, M * H));
   const void* head_input = a.h;
   int64_t head_rows = M;

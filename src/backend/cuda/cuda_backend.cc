@@ -230,6 +230,18 @@ class CudaBackend final : public Backend {
             double theta) override {
     cuda::rope<bf16>(*ctx_, act(x), tokens, heads, head_dim, positions, inv_freq(head_dim, theta));
   }
+  void rope_qk(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
+               const int64_t* positions, double theta) override {
+    cuda::rope_qk<bf16>(*ctx_, act(q), act(k), tokens, heads, kv_heads, head_dim, positions,
+                        inv_freq(head_dim, theta));
+  }
+  void add_rmsnorm(void* x, const void* y, int64_t m, const Tensor& weight, float eps,
+                   void* h) override {
+    MISTRAL_CHECK(weight.on_device && weight.dtype == DType::kBF16)
+        << "cuda backend: norm weights must be placed as bf16";
+    cuda::add_rmsnorm<bf16>(*ctx_, act(x), act(y), m, weight.shape[0], weight.as<bf16>(), eps,
+                            act(h));
+  }
   void attention(const AttentionArgs& a) override {
     MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
         << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);

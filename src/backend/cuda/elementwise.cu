@@ -63,11 +63,12 @@ __device__ float block_sum(float v) {
 }
 
 // One block per row. With `delta`, residual = residual + delta first (rounded to T) and the
-// norm reads that; each thread re-reads only elements it wrote itself.
+// norm reads that; each thread re-reads only elements it wrote itself, and writes y only at
+// elements it read delta at (before the block-wide sum), so y may be delta.
 template <typename T, int V>
 __global__ void __launch_bounds__(kNormThreads)
-    rmsnorm_kernel(const T* __restrict__ x, T* residual, const T* __restrict__ delta, int64_t n,
-                   const T* __restrict__ weight, float eps, T* __restrict__ y) {
+    rmsnorm_kernel(const T* __restrict__ x, T* residual, const T* delta, int64_t n,
+                   const T* __restrict__ weight, float eps, T* y) {
   const int64_t row = blockIdx.x;
   const T* xr = (delta != nullptr ? residual : x) + row * n;
   float sum_sq = 0.0f;
@@ -113,21 +114,23 @@ void launch_rmsnorm(KernelContext& ctx, const T* x, T* residual, const T* delta,
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
-// One block per token, one thread per (head, i < d/2) pair.
+// One block per token, one thread per (head, i < d/2) pair; heads [0, heads) are rows of x,
+// heads [heads, heads + heads2) rows of x2 (k next to q: one launch for both).
 template <typename T>
-__global__ void rope_kernel(T* x, int64_t heads, int64_t head_dim,
+__global__ void rope_kernel(T* x, int64_t heads, T* x2, int64_t heads2, int64_t head_dim,
                             const int64_t* __restrict__ positions,
                             const float* __restrict__ inv_freq) {
   const int64_t token = blockIdx.x;
   const int64_t half = head_dim / 2;
   const float pos = static_cast<float>(positions[token]);
-  for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
+  for (int64_t idx = threadIdx.x; idx < (heads + heads2) * half; idx += blockDim.x) {
     const int64_t h = idx / half, i = idx % half;
     float s, c;
     sincosf(__fmul_rn(pos, inv_freq[i]), &s, &c);
     c = round_to<T>(c);
     s = round_to<T>(s);
-    T* v = x + (token * heads + h) * head_dim;
+    T* v = h < heads ? x + (token * heads + h) * head_dim
+                     : x2 + (token * heads2 + (h - heads)) * head_dim;
     const float a = to_float(v[i]), b = to_float(v[i + half]);
     // Products and sums rounded one by one (no fused multiply-add), as torch's separate ops.
     const float ac = round_to<T>(__fmul_rn(a, c)), bs = round_to<T>(__fmul_rn(b, s));
@@ -207,16 +210,23 @@ void add_rmsnorm(KernelContext& ctx, T* residual, const T* delta, int64_t m, int
 }
 
 template <typename T>
+void rope_qk(KernelContext& ctx, T* q, T* k, int64_t tokens, int64_t heads, int64_t kv_heads,
+             int64_t head_dim, const int64_t* positions, const float* inv_freq) {
+  MISTRAL_CHECK(head_dim > 0 && head_dim % 2 == 0 && heads > 0 && kv_heads >= 0 && tokens >= 0)
+      << "rope tokens=" << tokens << " heads=" << heads << " kv_heads=" << kv_heads
+      << " head_dim=" << head_dim;
+  if (tokens == 0) return;
+  const int64_t pairs = (heads + kv_heads) * head_dim / 2;
+  const int threads = static_cast<int>(std::min<int64_t>(256, (pairs + 31) / 32 * 32));
+  rope_kernel<T><<<static_cast<unsigned>(tokens), threads, 0, ctx.stream()>>>(
+      q, heads, k, kv_heads, head_dim, positions, inv_freq);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
 void rope(KernelContext& ctx, T* x, int64_t tokens, int64_t heads, int64_t head_dim,
           const int64_t* positions, const float* inv_freq) {
-  MISTRAL_CHECK(head_dim > 0 && head_dim % 2 == 0 && heads > 0 && tokens >= 0)
-      << "rope tokens=" << tokens << " heads=" << heads << " head_dim=" << head_dim;
-  if (tokens == 0) return;
-  const int64_t pairs = heads * head_dim / 2;
-  const int threads = static_cast<int>(std::min<int64_t>(256, (pairs + 31) / 32 * 32));
-  rope_kernel<T><<<static_cast<unsigned>(tokens), threads, 0, ctx.stream()>>>(x, heads, head_dim,
-                                                                              positions, inv_freq);
-  MISTRAL_CUDA_CHECK_LAUNCH();
+  rope_qk<T>(ctx, x, nullptr, tokens, heads, 0, head_dim, positions, inv_freq);
 }
 
 template <typename T>
@@ -261,6 +271,8 @@ void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden,
                                T*);                                                              \
   template void rope<T>(KernelContext&, T*, int64_t, int64_t, int64_t, const int64_t*,           \
                         const float*);                                                           \
+  template void rope_qk<T>(KernelContext&, T*, T*, int64_t, int64_t, int64_t, int64_t,           \
+                           const int64_t*, const float*);                                        \
   template void silu_mul<T>(KernelContext&, const T*, const T*, T*, int64_t);                    \
   template void add<T>(KernelContext&, T*, const T*, int64_t);                                   \
   template void embed<T>(KernelContext&, const bf16*, int64_t, int64_t, const int32_t*, int64_t, \

@@ -97,7 +97,7 @@ template <typename T>
 void rmsnorm(KernelContext& ctx, const T* x, int64_t m, int64_t n, const T* weight, float eps,
              T* y);
 // residual += delta (rounded to T), then y = rmsnorm(residual): the decoder layer's residual add
-// fused with the next norm.
+// fused with the next norm. y may be delta.
 template <typename T>
 void add_rmsnorm(KernelContext& ctx, T* residual, const T* delta, int64_t m, int64_t n,
                  const T* weight, float eps, T* y);
@@ -109,6 +109,11 @@ void add_rmsnorm(KernelContext& ctx, T* residual, const T* delta, int64_t m, int
 template <typename T>
 void rope(KernelContext& ctx, T* x, int64_t tokens, int64_t heads, int64_t head_dim,
           const int64_t* positions, const float* inv_freq);
+// rope of q [tokens, heads, head_dim] and k [tokens, kv_heads, head_dim] at the same positions in
+// one launch (each value as rope computes it).
+template <typename T>
+void rope_qk(KernelContext& ctx, T* q, T* k, int64_t tokens, int64_t heads, int64_t kv_heads,
+             int64_t head_dim, const int64_t* positions, const float* inv_freq);
 // inv_freq_i = 1 / theta^(2i/d) as transformers and the CPU backend compute it: a float32 power
 // of float32 operands (std::pow), then a float32 reciprocal. Host function.
 std::vector<float> rope_inv_freq(int64_t head_dim, double theta);
