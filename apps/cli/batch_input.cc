@@ -1,5 +1,6 @@
 #include "apps/cli/batch_input.h"
 
+#include <cstdint>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -122,10 +123,13 @@ Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& optio
   return load_model(options.model_dir, std::move(backend), load);
 }
 
-void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache) {
+void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache, int64_t& kv_block_size) {
   cmd.add_option("--kv-cache", kv_cache,
                  "KV cache storage: f32, bf16, f16 (half the memory) or int8 (about a quarter); "
                  "default f32 on the cpu, bf16 on cuda");
+  cmd.add_option("--kv-block-size", kv_block_size,
+                 "positions per block of the KV cache's paged memory (default 16)")
+      ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
 }
 
 Result<std::optional<DType>> kv_cache_dtype_from_option(const std::string& kv_cache) {

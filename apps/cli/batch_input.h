@@ -40,9 +40,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& options);
 Result<std::unique_ptr<Model>> load_model_from_options(const ModelOptions& options);
 
 // `--kv-cache f32|bf16|f16|int8` (default: the backend's, f32 on the cpu, bf16 on cuda), for the
-// commands that generate: the KV cache's storage type. kv_cache_dtype_from_option fails with a
-// message naming the option.
-void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache);
+// commands that generate: the KV cache's storage type, and `--kv-block-size N` (positions per
+// block of its paged memory, at least 1; left at 0, the default). kv_cache_dtype_from_option
+// fails with a message naming the option.
+void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache, int64_t& kv_block_size);
 // Empty: nullopt (the backend's default).
 Result<std::optional<DType>> kv_cache_dtype_from_option(const std::string& kv_cache);
 

@@ -28,6 +28,7 @@ struct BenchArgs {
   int runs = 1;
   uint64_t seed = 0;
   std::string kv_cache;
+  int64_t kv_block_size = 0;
 };
 
 // Bytes of weights a decode step reads: everything but the embedding table, of which it reads
@@ -67,6 +68,7 @@ void run_bench(const BenchArgs& args) {
   gen.max_new_tokens = args.new_tokens + 1;  // the first token comes from the prefill
   gen.sampling.greedy = true;
   gen.kv_cache_dtype = kv_cache_dtype;
+  gen.kv_block_size = args.kv_block_size;
   // Every run is timed the same way; the first is reported apart, since a first request that is
   // slower than the rest (a warm-up) is what this engine must not have.
   std::vector<GenerationResult> runs;
@@ -130,7 +132,7 @@ void add_bench_command(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed");
   add_model_options(*cmd, args->model);
-  add_kv_cache_option(*cmd, args->kv_cache);
+  add_kv_cache_option(*cmd, args->kv_cache, args->kv_block_size);
   cmd->add_option("--prompt-tokens", args->prompt_tokens, "prompt length")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--new-tokens", args->new_tokens, "decode steps")->check(CLI::Range(1, 1 << 20));

@@ -25,6 +25,7 @@ struct ChatArgs {
   int64_t max_new_tokens = 512;
   SamplingParams sampling;
   std::string kv_cache;
+  int64_t kv_block_size = 0;
 };
 
 void run_chat(ChatArgs& args) {
@@ -42,6 +43,7 @@ void run_chat(ChatArgs& args) {
   gen.max_new_tokens = args.max_new_tokens;
   gen.sampling = args.sampling;
   gen.kv_cache_dtype = kv_cache_dtype;
+  gen.kv_block_size = args.kv_block_size;
   gen.stop_at_eos = true;
   gen.stop_token_ids = {tm.tokenizer->eos_id()};
   std::string line;
@@ -89,7 +91,7 @@ void add_chat_command(CLI::App& app) {
   auto args = std::make_shared<ChatArgs>();
   CLI::App* cmd = app.add_subcommand("chat", "interactive multi-turn chat in the model's format");
   add_model_options(*cmd, args->model);
-  add_kv_cache_option(*cmd, args->kv_cache);
+  add_kv_cache_option(*cmd, args->kv_cache, args->kv_block_size);
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer file or directory (default: --model)");
   cmd->add_option("--system", args->system, "system prompt");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "longest answer per turn")

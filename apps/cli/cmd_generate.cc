@@ -1,6 +1,6 @@
 // `mistral generate --model DIR --input IN.json --max-new-tokens N [--greedy] [--json]
-// [--kv-cache f32|bf16|f16|int8]`: generates for every row of a padded batch (each row's real
-// tokens are its prompt). With
+// [--kv-cache f32|bf16|f16|int8] [--kv-block-size N]`: generates for every row of a padded batch
+// (each row's real tokens are its prompt). With
 // --prompt TEXT or --chat REQUEST.json instead of --input it encodes with the checkpoint's
 // tokenizer (and chat format), stops at EOS, and prints the text as it is generated. Without
 // --greedy it samples with --temperature/--top-k/--top-p/--min-p/--repetition-penalty/--seed.
@@ -34,6 +34,7 @@ struct GenerateArgs {
   std::vector<int32_t> stop_ids;
   SamplingParams sampling;
   std::string kv_cache;
+  int64_t kv_block_size = 0;
 };
 
 const char* finish_reason_name(FinishReason r) {
@@ -55,6 +56,7 @@ GenerationConfig generation_config(const GenerateArgs& args) {
   gen.stop_at_eos = args.stop_at_eos;
   gen.stop_token_ids = args.stop_ids;
   gen.kv_cache_dtype = value_or_fail(kv_cache_dtype_from_option(args.kv_cache));
+  gen.kv_block_size = args.kv_block_size;
   return gen;
 }
 
@@ -124,7 +126,7 @@ void add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "generate tokens for a batch of prompts");
   add_model_options(*cmd, args->model);
-  add_kv_cache_option(*cmd, args->kv_cache);
+  add_kv_cache_option(*cmd, args->kv_cache, args->kv_block_size);
   cmd->add_option("--input", args->input, "JSON with input_ids (and attention_mask)");
   cmd->add_option("--prompt", args->prompt, "text prompt, encoded with the model's tokenizer");
   cmd->add_option("--chat", args->chat_file,

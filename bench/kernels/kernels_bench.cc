@@ -93,9 +93,12 @@ void BM_SiluMul(benchmark::State& state) {
 BENCHMARK(BM_SiluMul)->Arg(1)->Arg(64);
 
 // Decode attention of one token over `context` cached positions (32 heads, 8 kv heads) with the
-// cache stored as F32 (0), BF16 (1), F16 (2) or I8 (3). Reports the cache bytes read per second.
+// cache stored as F32 (0), BF16 (1), F16 (2) or I8 (3), unpaged (block size 0) or paged in
+// blocks of 16 positions whose table reverses their order. Reports the cache bytes read per
+// second.
 void BM_AttentionDecode(benchmark::State& state) {
   const int64_t context = state.range(0), heads = 32, kv_heads = 8, hd = 128;
+  const int64_t block_size = state.range(2);
   const DType dtypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI8};
   const DType dtype = dtypes[state.range(1)];
   std::vector<float> q(heads * hd, 0.1f), k(kv_heads * hd, 0.1f), v(kv_heads * hd, 0.1f);
@@ -138,13 +141,19 @@ void BM_AttentionDecode(benchmark::State& state) {
   a.slot_seq_index = slots.data();
   a.slot_valid = valid.data();
   a.out = out.data();
+  std::vector<int32_t> table;
+  if (block_size > 0) {
+    const int64_t blocks = (context + block_size - 1) / block_size;
+    for (int64_t i = 0; i < blocks; ++i) table.push_back(static_cast<int32_t>(blocks - 1 - i));
+    a.blocks = {block_size, blocks, table.data()};
+  }
   for (auto _ : state) cpu::attention(a);
   const double cache_bytes = static_cast<double>(kc.num_bytes() + vc.num_bytes()) +
                              (dtype == DType::kI8 ? 2.0 * sizeof(float) * scales.size() : 0.0);
   state.counters["cache_GB/s"] =
       benchmark::Counter(cache_bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AttentionDecode)->ArgsProduct({{512, 4096}, {0, 1, 2, 3}})->UseRealTime();
+BENCHMARK(BM_AttentionDecode)->ArgsProduct({{512, 4096}, {0, 1, 2, 3}, {0, 16}})->UseRealTime();
 
 }  // namespace
 }  // namespace mistral

@@ -53,9 +53,11 @@ class Engine {
 
   // A cache for `batch` sequences of up to max_sequence_length tokens (a rolling buffer of the
   // sliding window where the model has one) in the device's memory, stored as kv_cache_dtype
-  // (F32, BF16, F16 or I8 on the CPU; BF16 on CUDA; default F32 on the CPU, BF16 on CUDA).
+  // (F32, BF16, F16 or I8 on the CPU; BF16 on CUDA; default F32 on the CPU, BF16 on CUDA), in
+  // blocks as `layout` says (KvCache::set_block_table moves a row's blocks).
   Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
-                            std::optional<DType> kv_cache_dtype = std::nullopt) const;
+                            std::optional<DType> kv_cache_dtype = std::nullopt,
+                            const KvCacheLayout& layout = {}) const;
   // Logits (and optionally hidden states) for input_ids/attention_mask [batch, T], continuing
   // from and advancing `cache`.
   Result<ForwardOutput> forward(std::span<const int32_t> input_ids,

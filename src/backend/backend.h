@@ -20,6 +20,27 @@
 
 namespace mistral {
 
+// The paged layout of a KV cache (model/kv_cache.h): the cache of every layer is a pool of
+// fixed-size blocks of block_size positions, [num_blocks, block_size, kv_heads, head_dim], and
+// row b's logical slot s lives at position table[b * blocks_per_row + s / block_size] *
+// block_size + s % block_size of the pool. A null table means no paging: row b's slots are
+// positions b * capacity ... (the pool is [B, capacity, kv_heads, head_dim]; block_size and
+// blocks_per_row are then ignored). The table is backend memory that ops read when they run, so
+// a recording (begin_capture) follows later changes to its contents.
+struct KvBlockTable {
+  int64_t block_size = 0;
+  int64_t blocks_per_row = 0;      // ceil(capacity / block_size)
+  const int32_t* table = nullptr;  // [B, blocks_per_row] physical block ids, or null
+};
+
+// Position in the pool of logical slot s of row b (a host function for host-memory tables).
+inline int64_t kv_cache_position(const KvBlockTable& blocks, int64_t capacity, int64_t b,
+                                 int64_t s) {
+  if (blocks.table == nullptr) return b * capacity + s;
+  const int64_t block = blocks.table[b * blocks.blocks_per_row + s / blocks.block_size];
+  return block * blocks.block_size + s % blocks.block_size;
+}
+
 // Everything attention needs for one layer of one forward call.
 // Queries attend to (a) the cached keys from earlier calls and (b) the keys of this call, under
 // Hugging Face's mask: key at sequence index k is visible to the query at sequence index q iff the
@@ -43,15 +64,18 @@ struct AttentionArgs {
   const void* v = nullptr;             // [B, T, kv_heads, head_dim]
   const uint8_t* new_valid = nullptr;  // [B, T], 1 for real tokens, 0 for padding
 
-  // The cache before this call: a ring of `capacity` slots per row, stored as cache_dtype: F32,
-  // BF16, F16, or I8, where a (row, slot, kv head) vector of head_dim int8 values x holds
-  // x * scale with one float scale per vector (k_scale / v_scale; null for the other types).
+  // The cache before this call: a ring of `capacity` logical slots per row, stored as
+  // cache_dtype: F32, BF16, F16, or I8, where a (row, slot, kv head) vector of head_dim int8
+  // values x holds x * scale with one float scale per vector (k_scale / v_scale; null for the
+  // other types). Where a slot lives: kv_cache_position (paged through blocks.table, or in
+  // [B, capacity] rows when that is null). P is the pool's number of positions.
   int64_t capacity = 0;
+  KvBlockTable blocks;
   DType cache_dtype = DType::kF32;
-  const void* k_cache = nullptr;            // [B, capacity, kv_heads, head_dim] of cache_dtype
-  const void* v_cache = nullptr;            // [B, capacity, kv_heads, head_dim] of cache_dtype
-  const float* k_scale = nullptr;           // I8 only: [B, capacity, kv_heads]
-  const float* v_scale = nullptr;           // I8 only: [B, capacity, kv_heads]
+  const void* k_cache = nullptr;            // [P, kv_heads, head_dim] of cache_dtype
+  const void* v_cache = nullptr;            // [P, kv_heads, head_dim] of cache_dtype
+  const float* k_scale = nullptr;           // I8 only: [P, kv_heads]
+  const float* v_scale = nullptr;           // I8 only: [P, kv_heads]
   const int64_t* slot_seq_index = nullptr;  // [capacity], -1 for empty slots
   const uint8_t* slot_valid = nullptr;      // [B, capacity]
 
@@ -59,22 +83,24 @@ struct AttentionArgs {
 };
 
 // Writing one layer's keys and values of T new tokens into the cache ring: token t of row b goes
-// to slot (first_seq_index + t) % capacity, converted to cache_dtype (I8: one scale per vector,
-// see model/kv_cache.h); only the last min(T, capacity) tokens are written.
+// to logical slot (first_seq_index + t) % capacity, at kv_cache_position(blocks, capacity, b,
+// slot), converted to cache_dtype (I8: one scale per vector, see model/kv_cache.h); only the last
+// min(T, capacity) tokens are written.
 struct KvWriteArgs {
   int64_t batch = 0;
   int64_t new_tokens = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   int64_t capacity = 0;
+  KvBlockTable blocks;  // as in AttentionArgs
   int64_t first_seq_index = 0;
   const int64_t* first_seq_index_device = nullptr;  // as in AttentionArgs
   const void* k = nullptr;                          // [B, T, kv_heads, head_dim] activations
   const void* v = nullptr;
   DType cache_dtype = DType::kF32;
-  void* k_cache = nullptr;  // [B, capacity, kv_heads, head_dim]
+  void* k_cache = nullptr;  // [P, kv_heads, head_dim], as in AttentionArgs
   void* v_cache = nullptr;
-  float* k_scale = nullptr;  // I8 only: [B, capacity, kv_heads]
+  float* k_scale = nullptr;  // I8 only: [P, kv_heads]
   float* v_scale = nullptr;
 };
 

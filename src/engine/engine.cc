@@ -16,8 +16,9 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& checkpoint_dir,
 }
 
 Result<KvCache> Engine::new_cache(int64_t batch, int64_t max_sequence_length,
-                                  std::optional<DType> kv_cache_dtype) const {
-  return model_->new_cache(batch, max_sequence_length, kv_cache_dtype);
+                                  std::optional<DType> kv_cache_dtype,
+                                  const KvCacheLayout& layout) const {
+  return model_->new_cache(batch, max_sequence_length, kv_cache_dtype, layout);
 }
 
 Result<ForwardOutput> Engine::forward(std::span<const int32_t> input_ids,

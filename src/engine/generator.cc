@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 #include "sampling/sampler.h"
@@ -45,6 +46,10 @@ Status validate_generation_request(const ModelConfig& config,
     return error("kv_cache_dtype: " + std::string(dtype_name(*gen.kv_cache_dtype)) +
                  " is not one of f32, bf16, f16, int8");
   }
+  if (gen.kv_block_size < 0 || gen.kv_block_size > INT32_MAX) {
+    return error("kv_block_size must be in [1, " + std::to_string(INT32_MAX) +
+                 "] (or 0 for the default), got " + std::to_string(gen.kv_block_size));
+  }
   for (int32_t id : gen.stop_token_ids) {
     if (id < 0 || id >= config.vocab_size) {
       return error("stop token id " + std::to_string(id) + " is outside the vocabulary");
@@ -68,8 +73,10 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
   result.finish_reasons.assign(batch, FinishReason::kLength);
   if (gen.max_new_tokens == 0) return result;
 
-  MISTRAL_ASSIGN_OR_RETURN(
-      KvCache cache, model.new_cache(batch, longest + gen.max_new_tokens, gen.kv_cache_dtype));
+  KvCacheLayout layout;
+  layout.block_size = gen.kv_block_size;
+  MISTRAL_ASSIGN_OR_RETURN(KvCache cache, model.new_cache(batch, longest + gen.max_new_tokens,
+                                                          gen.kv_cache_dtype, layout));
   result.kv_cache_bytes = cache.bytes();
   const int32_t pad = static_cast<int32_t>(config.pad_token_id.value_or(0));
 

@@ -24,6 +24,10 @@ struct GenerationConfig {
   // plus a float scale per head vector); see model/kv_cache.h. Unset: the backend's default
   // (F32 on the CPU, BF16 on CUDA, which stores only BF16).
   std::optional<DType> kv_cache_dtype;
+  // Positions per block of the KV cache's paged memory (model/kv_cache.h); 0: the default, 16
+  // (or the cache's length when shorter). Results do not depend on it; memory is rounded up to
+  // whole blocks.
+  int64_t kv_block_size = 0;
   // Called for every generated token (row, token id); return false to stop the whole batch.
   std::function<bool(int64_t row, int32_t token)> on_token;
 };

@@ -62,13 +62,15 @@ uint64_t KvCache::bytes_per_position(const ModelConfig& config, DType dtype) {
 }
 
 Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
-                                int64_t max_sequence_length, DType dtype) {
+                                int64_t max_sequence_length, DType dtype,
+                                const KvCacheLayout& layout) {
   static const std::unique_ptr<Backend> host = make_cpu_backend();
-  return create(config, batch, max_sequence_length, dtype, *host);
+  return create(config, batch, max_sequence_length, dtype, *host, layout);
 }
 
 Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
-                                int64_t max_sequence_length, DType dtype, Backend& backend) {
+                                int64_t max_sequence_length, DType dtype, Backend& backend,
+                                const KvCacheLayout& layout) {
   if (!is_kv_cache_dtype(dtype)) {
     return error("kv cache: storage type " + std::string(dtype_name(dtype)) +
                  " is not one of f32, bf16, f16, int8");
@@ -101,18 +103,47 @@ Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
     c.capacity_ = *config.sliding_window;
     c.rolling_ = true;
   }
+  if (layout.block_size < 0 || layout.block_size > INT32_MAX) {
+    return error("kv cache: block_size must be in [1, " + std::to_string(INT32_MAX) +
+                 "] (or 0 for the default), got " + std::to_string(layout.block_size));
+  }
+  if (layout.num_blocks < 0) {
+    return error("kv cache: num_blocks must be positive (or 0 for the default), got " +
+                 std::to_string(layout.num_blocks));
+  }
+  c.block_size_ =
+      layout.block_size != 0 ? layout.block_size : std::min(kDefaultKvBlockSize, c.capacity_);
+  c.blocks_per_row_ = (c.capacity_ + c.block_size_ - 1) / c.block_size_;
   // In floating point: batch and length come from requests and may be absurd.
-  const double bytes = static_cast<double>(bytes_per_position(config, dtype)) *
-                       static_cast<double>(batch) * static_cast<double>(c.capacity_);
+  const double needed_blocks = static_cast<double>(batch) * static_cast<double>(c.blocks_per_row_);
+  if (layout.num_blocks != 0 && static_cast<double>(layout.num_blocks) < needed_blocks) {
+    return error("kv cache: num_blocks " + std::to_string(layout.num_blocks) +
+                 " is less than the " + std::to_string(static_cast<uint64_t>(needed_blocks)) +
+                 " blocks a batch of " + std::to_string(batch) + " needs (" +
+                 std::to_string(c.blocks_per_row_) + " blocks of block_size " +
+                 std::to_string(c.block_size_) + " per row of " + std::to_string(c.capacity_) +
+                 " positions)");
+  }
+  const double blocks =
+      layout.num_blocks != 0 ? static_cast<double>(layout.num_blocks) : needed_blocks;
+  const double bytes = static_cast<double>(bytes_per_position(config, dtype)) * blocks *
+                       static_cast<double>(c.block_size_);
   const uint64_t available = backend.name() == "cpu" ? available_memory_bytes() : UINT64_MAX;
   if (bytes > static_cast<double>(available) || bytes > 0x1p62) {
     return error("kv cache: needs " + std::to_string(static_cast<uint64_t>(bytes / (1 << 20))) +
                  " MiB (" + std::string(kv_cache_dtype_name(dtype)) + ") for batch " +
-                 std::to_string(batch) + " x " + std::to_string(c.capacity_) +
-                 " positions, but only " + std::to_string(available >> 20) +
+                 std::to_string(batch) + " x " + std::to_string(c.capacity_) + " positions (" +
+                 std::to_string(static_cast<uint64_t>(blocks)) + " blocks of " +
+                 std::to_string(c.block_size_) + "), but only " + std::to_string(available >> 20) +
                  " MiB of memory are available");
   }
-  const size_t vectors = static_cast<size_t>(batch * c.capacity_ * c.kv_heads_);
+  if (blocks > static_cast<double>(INT32_MAX)) {  // block ids are int32
+    return error("kv cache: num_blocks " + std::to_string(static_cast<uint64_t>(blocks)) +
+                 " exceeds the limit of " + std::to_string(INT32_MAX) +
+                 " (use a larger block_size)");
+  }
+  c.num_blocks_ = static_cast<int64_t>(blocks);
+  const size_t vectors = static_cast<size_t>(c.num_blocks_ * c.block_size_ * c.kv_heads_);
   const size_t data_bytes = vectors * static_cast<size_t>(c.head_dim_) * dtype_size(dtype);
   c.layers_.resize(config.num_hidden_layers);
   for (size_t l = 0; l < c.layers_.size(); ++l) {
@@ -136,7 +167,77 @@ Result<KvCache> KvCache::create(const ModelConfig& config, int64_t batch,
                     empty_slots.size() * sizeof(int64_t));
   backend.to_device(c.slot_valid_.data, invalid.data(), invalid.size());
   c.row_tokens_.assign(batch, 0);
+  // The default tables: row b gets blocks b * blocks_per_row, ... in order.
+  c.block_table_host_.resize(static_cast<size_t>(batch * c.blocks_per_row_));
+  for (size_t i = 0; i < c.block_table_host_.size(); ++i) {
+    c.block_table_host_[i] = static_cast<int32_t>(i);
+  }
+  MISTRAL_ASSIGN_OR_RETURN(
+      c.block_table_,
+      backend.allocate(c.block_table_host_.size() * sizeof(int32_t), "kv cache block table"));
+  backend.to_device(c.block_table_.data, c.block_table_host_.data(),
+                    c.block_table_host_.size() * sizeof(int32_t));
   return c;
+}
+
+std::vector<int32_t> KvCache::row_block_table(int64_t row) const {
+  MISTRAL_CHECK(row >= 0 && row < batch_) << "row " << row << " of " << batch_;
+  const auto begin = block_table_host_.begin() + row * blocks_per_row_;
+  return std::vector<int32_t>(begin, begin + blocks_per_row_);
+}
+
+Status KvCache::set_block_table(int64_t row, std::span<const int32_t> blocks) {
+  if (row < 0 || row >= batch_) {
+    return error("kv cache: set_block_table: row " + std::to_string(row) + " is not in [0, " +
+                 std::to_string(batch_) + ")");
+  }
+  if (static_cast<int64_t>(blocks.size()) != blocks_per_row_) {
+    return error("kv cache: the block table of row " + std::to_string(row) + " has " +
+                 std::to_string(blocks.size()) + " blocks, but a row has blocks_per_row = " +
+                 std::to_string(blocks_per_row_) + " (capacity " + std::to_string(capacity_) +
+                 " / block_size " + std::to_string(block_size_) + ", rounded up)");
+  }
+  std::vector<int32_t> table = block_table_host_;
+  std::copy(blocks.begin(), blocks.end(), table.begin() + row * blocks_per_row_);
+  return install_block_table(std::move(table), row, row + 1);
+}
+
+Status KvCache::set_block_tables(std::span<const int32_t> table) {
+  if (static_cast<int64_t>(table.size()) != batch_ * blocks_per_row_) {
+    return error("kv cache: the block tables have " + std::to_string(table.size()) +
+                 " entries, but batch " + std::to_string(batch_) + " x blocks_per_row " +
+                 std::to_string(blocks_per_row_) + " = " +
+                 std::to_string(batch_ * blocks_per_row_) + " are needed");
+  }
+  return install_block_table(std::vector<int32_t>(table.begin(), table.end()), 0, batch_);
+}
+
+Status KvCache::install_block_table(std::vector<int32_t> table, int64_t first_row,
+                                    int64_t end_row) {
+  // "row R (logical block L)" of table entry i.
+  auto entry = [&](int64_t i) {
+    return "row " + std::to_string(i / blocks_per_row_) + " (logical block " +
+           std::to_string(i % blocks_per_row_) + ")";
+  };
+  std::vector<int64_t> user(static_cast<size_t>(num_blocks_), -1);  // entry using each block
+  for (int64_t i = 0; i < static_cast<int64_t>(table.size()); ++i) {
+    const int32_t id = table[i];
+    if (id < 0 || id >= num_blocks_) {
+      return error("kv cache: block table of " + entry(i) + ": block " + std::to_string(id) +
+                   " is not in [0, num_blocks = " + std::to_string(num_blocks_) + ")");
+    }
+    if (user[id] >= 0) {
+      return error("kv cache: block table of " + entry(i) + ": block " + std::to_string(id) +
+                   " is already used by " + entry(user[id]));
+    }
+    user[id] = i;
+  }
+  block_table_host_ = std::move(table);
+  const size_t begin = static_cast<size_t>(first_row * blocks_per_row_);
+  const size_t count = static_cast<size_t>((end_row - first_row) * blocks_per_row_);
+  backend_->to_device(block_table_.as<int32_t>() + begin, block_table_host_.data() + begin,
+                      count * sizeof(int32_t));
+  return Status();
 }
 
 Status KvCache::check_room(int64_t new_tokens) const {
@@ -154,6 +255,7 @@ void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t n
   a.num_kv_heads = kv_heads_;
   a.head_dim = head_dim_;
   a.capacity = capacity_;
+  a.blocks = block_layout();
   a.first_seq_index = length_;
   a.first_seq_index_device = first_seq_index_device;
   a.k = k;

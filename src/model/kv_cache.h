@@ -6,6 +6,18 @@
 // device memory for CUDA) and written through that backend's ops; a cache must not outlive the
 // backend it was created with (the Model). Not thread-safe; one forward pass at a time.
 //
+// Paged layout: each layer's keys (and values, and I8 scales) are one pool of num_blocks blocks of
+// block_size positions, [num_blocks, block_size, kv_heads, head_dim]. A row's `capacity` logical
+// slots are cut into blocks_per_row = ceil(capacity / block_size) logical blocks, and the row's
+// block table maps each to a physical block of the pool: slot s of row b lives at position
+// table[b][s / block_size] * block_size + s % block_size. Every row always has a full table and
+// no physical block serves two (row, logical block) pairs. By default blocks are of 16 positions
+// (fewer when the capacity is), num_blocks is exactly batch * blocks_per_row and row b gets
+// blocks b * blocks_per_row, ...; set_block_table gives a row other blocks (what a scheduler that
+// pages sequences does). The slot rules above (ring, slot_seq_index, slot_valid) are the same
+// whatever the table; only where a slot's vectors live changes, so any valid table gives the
+// same results bit for bit. Memory is num_blocks * block_size positions.
+//
 // Storage types (the `dtype` of create): F32 (the default: exact), BF16 or F16 (each value rounded
 // to nearest even: half the memory), or I8 (a quarter plus 4 bytes per head vector): every
 // (row, slot, kv head) vector x of head_dim values is stored as int8 q = round(x / s), ties to
@@ -14,6 +26,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -32,15 +45,31 @@ bool is_kv_cache_dtype(DType dtype);
 // "f32", "bf16", "f16" or "int8"; "?" for a type a cache cannot have.
 std::string_view kv_cache_dtype_name(DType dtype);
 
+// Positions per block unless asked otherwise (vLLM's default).
+inline constexpr int64_t kDefaultKvBlockSize = 16;
+
+// How a cache's pools are cut into blocks (see KvCache).
+struct KvCacheLayout {
+  // Positions per block, in [1, 2^31); 0: kDefaultKvBlockSize, or the capacity when that is
+  // smaller (a short rolling window then wastes nothing).
+  int64_t block_size = 0;
+  // Physical blocks per layer; 0: batch * blocks_per_row, what the default tables use. More
+  // leaves spare blocks that set_block_table can hand out.
+  int64_t num_blocks = 0;
+};
+
 class KvCache {
  public:
-  // Fails with a clear message for a storage type the backend does not store, or when the cache
-  // would not fit in the memory available.
+  // Fails with a clear message for a storage type the backend does not store, a layout that
+  // cannot hold the batch (naming block_size or num_blocks), or when the cache would not fit in
+  // the memory available.
   static Result<KvCache> create(const ModelConfig& config, int64_t batch,
-                                int64_t max_sequence_length, DType dtype, Backend& backend);
+                                int64_t max_sequence_length, DType dtype, Backend& backend,
+                                const KvCacheLayout& layout = {});
   // A cache in host memory, for models on the CPU backend.
   static Result<KvCache> create(const ModelConfig& config, int64_t batch,
-                                int64_t max_sequence_length, DType dtype = DType::kF32);
+                                int64_t max_sequence_length, DType dtype = DType::kF32,
+                                const KvCacheLayout& layout = {});
   // Bytes one position of one row takes over all layers (keys, values and I8 scales).
   static uint64_t bytes_per_position(const ModelConfig& config, DType dtype);
 
@@ -64,8 +93,27 @@ class KvCache {
   // Whether `new_tokens` more tokens fit (always true for a rolling sliding-window cache).
   Status check_room(int64_t new_tokens) const;
 
-  // One layer as stored (backend memory): [B, capacity, kv_heads, head_dim] of dtype(); for I8
-  // also the scales, [B, capacity, kv_heads] floats (nullptr for the other types).
+  int64_t block_size() const { return block_size_; }
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t blocks_per_row() const { return blocks_per_row_; }
+  // The block tables (backend memory): [B, blocks_per_row] int32 physical block ids.
+  const int32_t* block_table() const { return block_table_.as<int32_t>(); }
+  // Row b's block table (host copy).
+  std::vector<int32_t> row_block_table(int64_t row) const;
+  // Gives row `row` the physical blocks `blocks` (blocks_per_row ids in [0, num_blocks)). Refused,
+  // naming the row and block, when a block is out of range or would serve two (row, logical
+  // block) pairs of the cache; then nothing changes. Contents are not moved: a block holds
+  // whatever was last written to it, so a row given new blocks in mid-sequence reads those
+  // (the caller copies or refills what it needs). Ordered with the ops like to_device.
+  Status set_block_table(int64_t row, std::span<const int32_t> blocks);
+  // Every row's table at once ([B, blocks_per_row]), so blocks can move between rows.
+  Status set_block_tables(std::span<const int32_t> table);
+  // The layout as the backend ops take it.
+  KvBlockTable block_layout() const { return {block_size_, blocks_per_row_, block_table()}; }
+
+  // One layer as stored (backend memory): the pool, [num_blocks * block_size, kv_heads, head_dim]
+  // of dtype(); for I8 also the scales, [num_blocks * block_size, kv_heads] floats (nullptr for
+  // the other types).
   const void* keys(int64_t layer) const { return layers_[layer].keys.data; }
   const void* values(int64_t layer) const { return layers_[layer].values.data; }
   const float* key_scales(int64_t layer) const { return layers_[layer].key_scales.as<float>(); }
@@ -85,16 +133,19 @@ class KvCache {
   // is the same mask in backend memory, else it is copied there).
   void advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device = nullptr,
                const int64_t* first_seq_index_device = nullptr);
-  // Resident bytes of keys, values and scales.
+  // Resident bytes of keys, values and scales (num_blocks * block_size positions).
   uint64_t bytes() const;
 
  private:
   struct Layer {
-    Buffer keys, values;              // [B, capacity, kv_heads, head_dim] of dtype_
-    Buffer key_scales, value_scales;  // I8: [B, capacity, kv_heads] F32; otherwise empty
+    Buffer keys, values;              // [num_blocks * block_size, kv_heads, head_dim] of dtype_
+    Buffer key_scales, value_scales;  // I8: [num_blocks * block_size, kv_heads] F32; else empty
   };
 
   KvCache() = default;
+  // Checks `table` ([B, blocks_per_row]) and makes it the cache's, uploading rows
+  // [first_row, end_row).
+  Status install_block_table(std::vector<int32_t> table, int64_t first_row, int64_t end_row);
 
   Backend* backend_ = nullptr;
   uint64_t id_ = 0;
@@ -105,11 +156,16 @@ class KvCache {
   int64_t head_dim_ = 0;
   bool rolling_ = false;
   int64_t length_ = 0;
+  int64_t block_size_ = 0;
+  int64_t num_blocks_ = 0;
+  int64_t blocks_per_row_ = 0;
   std::vector<Layer> layers_;
-  Buffer slot_seq_index_;            // [capacity] int64, -1 when empty
-  Buffer slot_valid_;                // [B, capacity] uint8
-  Buffer staged_valid_;              // advance()'s mask in backend memory
-  std::vector<int64_t> row_tokens_;  // [B]
+  Buffer block_table_;                     // [B, blocks_per_row] int32
+  std::vector<int32_t> block_table_host_;  // the same, on the host
+  Buffer slot_seq_index_;                  // [capacity] int64, -1 when empty
+  Buffer slot_valid_;                      // [B, capacity] uint8
+  Buffer staged_valid_;                    // advance()'s mask in backend memory
+  std::vector<int64_t> row_tokens_;        // [B]
 };
 
 // Physical memory currently available to allocate, in bytes.

@@ -110,9 +110,9 @@ Status Model::warm_up() {
 }
 
 Result<KvCache> Model::new_cache(int64_t batch, int64_t max_sequence_length,
-                                 std::optional<DType> dtype) {
+                                 std::optional<DType> dtype, const KvCacheLayout& layout) {
   return KvCache::create(config_, batch, max_sequence_length,
-                         dtype.value_or(backend_->default_kv_cache_dtype()), *backend_);
+                         dtype.value_or(backend_->default_kv_cache_dtype()), *backend_, layout);
 }
 
 // Offsets into the workspace; every region starts on a 256-byte boundary.
@@ -277,6 +277,7 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   args.new_valid = a.mask;
   args.capacity = cache.capacity();
+  args.blocks = cache.block_layout();
   args.cache_dtype = cache.dtype();
   args.slot_seq_index = cache.slot_seq_index();
   args.slot_valid = cache.slot_valid();

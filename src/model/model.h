@@ -51,9 +51,11 @@ class Model {
   Status warm_up();
 
   // A KV cache in this model's backend memory for `batch` sequences of up to
-  // max_sequence_length tokens, stored as `dtype` (default: the backend's, F32 on the CPU).
+  // max_sequence_length tokens, stored as `dtype` (default: the backend's, F32 on the CPU), its
+  // memory cut into blocks as `layout` says.
   Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
-                            std::optional<DType> dtype = std::nullopt);
+                            std::optional<DType> dtype = std::nullopt,
+                            const KvCacheLayout& layout = {});
 
   // input_ids and attention_mask are [B, T] row-major (mask 1 = real token, 0 = padding). The
   // cache must have been created for batch B; it is advanced by T. Errors (ids out of range, a

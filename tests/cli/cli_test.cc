@@ -127,9 +127,10 @@ TEST_F(CliTest, QuantizeWritesACheckpointEveryCommandLoads) {
   EXPECT_NE(missing.output.find("--weights is required"), std::string::npos) << missing.output;
 }
 
-// --kv-cache on the commands that generate: a narrower cache runs (and on the gqa fixture
-// gives HF's greedy tokens, as kv_cache_fixture_test.cc checks in depth); anything else is
-// refused before the model is loaded, naming the option.
+// --kv-cache and --kv-block-size on the commands that generate: a narrower cache runs (and on
+// the gqa fixture gives HF's greedy tokens, as kv_cache_fixture_test.cc checks in depth), so does
+// a paged one of other blocks; anything else is refused before the model is loaded, naming the
+// option.
 TEST_F(CliTest, KvCacheOption) {
   const std::string fixture = std::string(MISTRAL_FIXTURES_DIR) + "/gqa";
   RunResult gen = run("generate --model " + model_ + " --input " + fixture +
@@ -152,12 +153,34 @@ TEST_F(CliTest, KvCacheOption) {
   // 2 layers x 2 kv heads x (16 int8 + a float scale) x keys and values, 8 + 5 positions.
   EXPECT_EQ(b["kv_cache_bytes"], 2 * 2 * 2 * (16 + 4) * 13);
 
+  // --kv-block-size: the same tokens; memory rounded up to whole blocks (13 -> 16 positions).
+  RunResult paged = run("generate --model " + model_ + " --input " + fixture +
+                            "/inputs.json --max-new-tokens 8 --greedy --json --kv-block-size 3",
+                        /*with_stderr=*/false);
+  ASSERT_EQ(paged.status, 0) << paged.output;
+  nlohmann::json paged_out = nlohmann::json::parse(paged.output, nullptr, false);
+  ASSERT_FALSE(paged_out.is_discarded()) << paged.output;
+  EXPECT_EQ(paged_out["new_tokens"], greedy["new_tokens"]);
+  RunResult bench4 = run("bench --model " + model_ +
+                             " --prompt-tokens 8 --new-tokens 4 --threads 1 --kv-cache int8"
+                             " --kv-block-size 4",
+                         /*with_stderr=*/false);
+  ASSERT_EQ(bench4.status, 0) << bench4.output;
+  nlohmann::json b4 = nlohmann::json::parse(bench4.output, nullptr, false);
+  ASSERT_FALSE(b4.is_discarded()) << bench4.output;
+  EXPECT_EQ(b4["kv_cache_bytes"], 2 * 2 * 2 * (16 + 4) * 16);
+
   const std::string input = write("in.json", "{\"input_ids\": [[5, 6, 7]]}");
   expect_failure(run("generate --model " + model_ + " --input " + input + " --kv-cache f8"),
                  "--kv-cache: \"f8\" is not one of f32, bf16, f16, int8");
   expect_failure(run("generate --model " + model_ + " --prompt hi --kv-cache int4"), "--kv-cache");
   expect_failure(run("bench --model " + model_ + " --kv-cache fp8"), "--kv-cache");
   expect_failure(run("chat --model " + model_ + " --kv-cache BF17 </dev/null"), "--kv-cache");
+  for (const char* bad : {"generate --prompt hi --kv-block-size 0", "bench --kv-block-size -2"}) {
+    RunResult r = run(std::string(bad) + " --model " + model_);
+    EXPECT_NE(r.status, 0);  // CLI11's usage error
+    EXPECT_NE(r.output.find("--kv-block-size: Value"), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@
 #include "engine/generator.h"
 #include "model/checkpoint_writer.h"
 #include "model/fixture_util.h"
+#include "model/kv_paging_util.h"
+#include "model/tiny_config.h"
+#include "temp_dir.h"
 
 namespace mistral::testing {
 namespace {
@@ -293,6 +297,45 @@ TEST(CudaModelExtras, QuantizedWeightsMatchTheCpu) {
     expect_close(masked_diff(g1.data(), c1.data(), std::vector<uint8_t>(tokens.size(), 1), vocab),
                  "quantized " + std::string(quant_type_name(q)) + " single row, cuda vs cpu",
                  kBf16Tolerance);
+  }
+}
+
+// The paged KV cache on the GPU (tests/model/kv_paging_util.h): block tables of block sizes 1,
+// 3 and 16, shuffled or moved row by row in pools larger than needed, give the default layout's
+// logits bit for bit and put every key where the tables say, through every attention kernel and
+// the store kernel: attention_generic (head_dim 8), and for head_dim 64 and 128 the decode kernel
+// (decode steps, and a 7-token prompt: 14 query rows) and the flash prefill kernel (24-token
+// prompts and 12-token chunks read through the cache: 24 or more query rows), with and without a
+// sliding window (past it: the ring wraps).
+TEST(CudaModelExtras, PagedKvCacheEqualsTheDefaultLayout) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int64_t head_dim;
+    std::optional<int64_t> window;
+    int64_t prompt, chunk;
+  };
+  const Case cases[] = {{8, 5, 7, 4},
+                        {8, std::nullopt, 7, 4},
+                        {64, 5, 7, 0},
+                        {64, std::nullopt, 24, 12},
+                        {64, 5, 24, 12},
+                        {128, 5, 7, 12},
+                        {128, std::nullopt, 24, 0}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "head_dim " << c.head_dim << " window " << c.window.value_or(0) << " prompt "
+                 << c.prompt << " chunk " << c.chunk);
+    ModelConfig config = tiny_config(c.window);
+    config.head_dim = c.head_dim;
+    TempDir tmp;
+    const std::string dir = tmp.file("model");
+    const Status written = write_random_checkpoint(config, dir, DType::kBF16, 13, 0.1f);
+    ASSERT_TRUE(written.ok()) << written.message();
+    auto backend = make_backend("cuda");
+    ASSERT_TRUE(backend.ok()) << backend.status().message();
+    auto model = load_model(dir, std::move(backend).value());
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    expect_paging_invisible(**model, DType::kBF16, c.prompt, c.chunk, /*steps=*/12);
   }
 }
 

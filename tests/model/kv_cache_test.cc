@@ -49,14 +49,27 @@ TEST(KvCacheDType, BytesPerPositionOfMistral7B) {
   EXPECT_EQ(KvCache::bytes_per_position(*config, DType::kI8), 67584u);  // 2*32*8*(128 + 4)
 }
 
+// Memory is num_blocks * block_size positions: by default blocks of 16, so 20 positions per row
+// take two blocks (32 positions); blocks of 5 fit them exactly, and a 10-position cache gets one
+// block of 10 (the default is never longer than the capacity).
 TEST(KvCacheDType, BytesAreTheRealSize) {
   const ModelConfig c = tiny_config();  // 2 layers, 2 kv heads, head_dim 8
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8}) {
-    auto cache = KvCache::create(c, 3, 10, dtype);
+    auto cache = KvCache::create(c, 3, 20, dtype);
     ASSERT_TRUE(cache.ok()) << cache.status().message();
+    EXPECT_EQ(cache->block_size(), 16);
+    EXPECT_EQ(cache->num_blocks(), 6);
     const uint64_t per_vector = 8 * dtype_size(dtype) + (dtype == DType::kI8 ? 4 : 0);
-    EXPECT_EQ(cache->bytes(), 2u * 2 * 2 * 3 * 10 * per_vector) << dtype_name(dtype);
-    EXPECT_EQ(cache->bytes(), KvCache::bytes_per_position(c, dtype) * 3 * 10);
+    EXPECT_EQ(cache->bytes(), 2u * 2 * 2 * 3 * 32 * per_vector) << dtype_name(dtype);
+    EXPECT_EQ(cache->bytes(), KvCache::bytes_per_position(c, dtype) * 3 * 32);
+    auto exact = KvCache::create(c, 3, 20, dtype, KvCacheLayout{5, 0});
+    ASSERT_TRUE(exact.ok()) << exact.status().message();
+    EXPECT_EQ(exact->num_blocks(), 12);
+    EXPECT_EQ(exact->bytes(), KvCache::bytes_per_position(c, dtype) * 3 * 20);
+    auto short_cache = KvCache::create(c, 3, 10, dtype);
+    ASSERT_TRUE(short_cache.ok()) << short_cache.status().message();
+    EXPECT_EQ(short_cache->block_size(), 10);
+    EXPECT_EQ(short_cache->bytes(), KvCache::bytes_per_position(c, dtype) * 3 * 10);
     EXPECT_EQ(cache->dtype(), dtype);
     EXPECT_EQ(cache->key_scales(0) != nullptr, dtype == DType::kI8);
   }
@@ -88,7 +101,9 @@ TEST(KvCacheDType, MemoryCheckUsesTheStorageSize) {
   EXPECT_NEAR(needed_mib(DType::kI8), expected_f32 * 67584 / 262144, 1);
 }
 
-// Stores T tokens into a cache of each type and reads back every element in its slot.
+// Stores T tokens into a cache of each type and reads back every element in its slot, at the
+// position the rows' block tables give (blocks of 3 positions, the rows' blocks interleaved and
+// reversed in a pool of 5).
 class KvCacheStoreTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(KvCacheStoreTest, StoreLayerConvertsIntoTheRingSlot) {
@@ -97,9 +112,12 @@ TEST_P(KvCacheStoreTest, StoreLayerConvertsIntoTheRingSlot) {
   // the last four (sequence indices 2..5, slots 2, 3, 0, 1); then two more wrap to slots 2, 3.
   const ModelConfig c = tiny_config(/*sliding_window=*/4);
   const int64_t batch = 2, heads = c.num_key_value_heads, hd = c.head_dim, kv_dim = heads * hd;
-  auto cache = KvCache::create(c, batch, 10, dtype);
+  auto cache = KvCache::create(c, batch, 10, dtype, KvCacheLayout{3, 5});
   ASSERT_TRUE(cache.ok());
   ASSERT_EQ(cache->capacity(), 4);
+  ASSERT_EQ(cache->blocks_per_row(), 2);
+  ASSERT_TRUE(cache->set_block_tables(std::vector<int32_t>{4, 1, 3, 0}).ok());
+  EXPECT_EQ(kv_cache_position(cache->block_layout(), 4, 1, 2), 11);  // row 1 slot 2: block 3
   int64_t seq = 0;
   for (int64_t tokens : {6, 2}) {
     std::vector<float> k = randn(batch * tokens * kv_dim, 10 + tokens, 2.0f);
@@ -118,7 +136,8 @@ TEST_P(KvCacheStoreTest, StoreLayerConvertsIntoTheRingSlot) {
           for (int64_t h = 0; h < heads; ++h) {
             SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " layer " << layer << " b "
                                               << b << " t " << t << " h " << h);
-            const int64_t vec = (b * cache->capacity() + slot) * heads + h;
+            const int64_t vec =
+                kv_cache_position(cache->block_layout(), cache->capacity(), b, slot) * heads + h;
             const float* kx = &k[(b * tokens + t) * kv_dim + h * hd];
             const float* vx = &v[(b * tokens + t) * kv_dim + h * hd];
             for (int pass = 0; pass < 2; ++pass) {

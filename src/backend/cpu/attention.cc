@@ -2,8 +2,8 @@
 // Hugging Face's causal, padding and sliding-window mask. Softmax in float32 as HF's eager path.
 // Parallel over (row, head) pairs; scores are gathered per query, so memory is O(capacity + T).
 // The cache is read in its storage type (F32, BF16, F16, or I8 with a scale per vector) through
-// row_dot / row_axpy (kv_rows.cc), which widen each row in registers; this call's keys and values
-// are F32.
+// row_dot / row_axpy (kv_rows.cc), which widen each row in registers, each slot found through the
+// block table when it is paged (kv_cache_position, backend.h); this call's keys and values are F32.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -66,7 +66,8 @@ void attention(const AttentionArgs& a) {
           const int64_t k_index = a.slot_seq_index[s];
           if (k_index < 0 || !a.slot_valid[b * a.capacity + s]) continue;
           if (!visible(q_index, k_index, a.sliding_window)) continue;
-          const int64_t vec = (b * a.capacity + s) * a.num_kv_heads + kvh;  // (row, slot, head)
+          // (pool position, head) of the row's slot: through the block table when paged
+          const int64_t vec = kv_cache_position(a.blocks, a.capacity, b, s) * a.num_kv_heads + kvh;
           const size_t off = static_cast<size_t>(vec) * cache_row_bytes;
           const float k_scale = scaled ? a.k_scale[vec] : 1.0f;
           scores.push_back(row_dot(q, k_cache + off, cache_dtype, hd) * k_scale * a.scale);

@@ -1,7 +1,8 @@
-// Writing new keys and values into the KV cache ring (store_kv) and recording their slots
-// (record_kv_slots) on the CPU. Conversion to the storage type: F32 copied, BF16/F16 rounded to
-// nearest even, I8 as one scale per (row, slot, kv head) vector, s = max|x| / 127 and
-// q = round(x / s) with ties to even (model/kv_cache.h).
+// Writing new keys and values into the KV cache ring (store_kv, each slot found through the block
+// table when the cache is paged) and recording their slots (record_kv_slots) on the CPU.
+// Conversion to the storage type: F32 copied, BF16/F16 rounded to nearest even, I8 as one scale
+// per (row, slot, kv head) vector, s = max|x| / 127 and q = round(x / s) with ties to even
+// (model/kv_cache.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -64,7 +65,7 @@ void store_kv(const KvWriteArgs& a) {
   for (int64_t b = 0; b < a.batch; ++b) {
     for (int64_t t = first; t < T; ++t) {
       const int64_t slot = (a.first_seq_index + t) % a.capacity;
-      const int64_t vec0 = (b * a.capacity + slot) * a.num_kv_heads;
+      const int64_t vec0 = kv_cache_position(a.blocks, a.capacity, b, slot) * a.num_kv_heads;
       const int64_t src = (b * T + t) * kv_dim;
       store_token(k + src, a, a.k_cache, a.k_scale, vec0);
       store_token(v + src, a, a.v_cache, a.v_scale, vec0);

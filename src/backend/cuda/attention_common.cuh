@@ -1,6 +1,7 @@
-// The key list and mask shared by the attention kernels. A row of the batch sees a virtual key
-// list: the `capacity` cache slots first, then this call's T new keys. Sequence index of each key:
-// slot_seq_index[slot] (cache; -1 if empty or padding) or first_seq_index + j (new; -1 if padding).
+// The key list and mask shared by the attention kernels, and where a cache slot lives (also used
+// by the KV store kernel). A row of the batch sees a virtual key list: the `capacity` cache slots
+// first, then this call's T new keys. Sequence index of each key: slot_seq_index[slot] (cache; -1
+// if empty or padding) or first_seq_index + j (new; -1 if padding).
 #pragma once
 
 #include "backend/cuda/kernels.h"
@@ -8,16 +9,36 @@
 namespace mistral::cuda {
 // Aborts on shapes or pointers the kernels cannot take.
 void check_attention_params(const AttentionParams& p);
+// Aborts on a paged layout cache_position cannot take (nothing to check without a table).
+void check_cache_blocks(const int32_t* block_table, int64_t block_size, int64_t blocks_per_row,
+                        int64_t capacity);
 }  // namespace mistral::cuda
 
 namespace mistral::cuda::device {
 
+// Position in the cache pool of slot s of row b (kernels.h): one table load when paged. The
+// division is 32-bit (s < capacity and block_size fit in 31 bits).
+__device__ __forceinline__ int64_t cache_position(const int32_t* block_table, int64_t block_size,
+                                                  int64_t blocks_per_row, int64_t capacity,
+                                                  int64_t b, int64_t s) {
+  if (block_table == nullptr) return b * capacity + s;
+  const uint32_t size = static_cast<uint32_t>(block_size);
+  const uint32_t slot = static_cast<uint32_t>(s);
+  const uint32_t logical = slot / size;
+  const int32_t block = __ldg(block_table + b * blocks_per_row + logical);
+  return static_cast<int64_t>(block) * block_size + (slot - logical * size);
+}
+
 // Sequence index of virtual key j of batch row b, or -1 if it is empty or padding; *src is the
-// start of its key (and, with v_src, value) vector for kv head kvh.
+// start of its key (and, with v_src, value) vector for kv head kvh. The table load does not wait
+// for the slot's validity (every table entry is a block of the pool), so it overlaps the slot
+// table's loads.
 __device__ __forceinline__ int64_t key_at(const AttentionParams& p, int64_t b, int64_t kvh,
                                           int64_t j, const bf16** k_src, const bf16** v_src) {
   if (j < p.capacity) {
-    const int64_t off = ((b * p.capacity + j) * p.num_kv_heads + kvh) * p.head_dim;
+    const int64_t pos =
+        cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, j);
+    const int64_t off = (pos * p.num_kv_heads + kvh) * p.head_dim;
     *k_src = p.k_cache + off;
     *v_src = p.v_cache + off;
     const int64_t seq = p.slot_seq_index[j];

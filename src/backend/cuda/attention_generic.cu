@@ -79,6 +79,7 @@ void attention_generic(KernelContext& ctx, const AttentionParams& p) {
       << " kv_heads=" << p.num_kv_heads;
   MISTRAL_CHECK(p.head_dim > 0 && p.head_dim <= 32 * kMaxPerLane)
       << "head_dim " << p.head_dim << " (at most " << 32 * kMaxPerLane << ")";
+  check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
   const int64_t queries = p.batch * p.new_tokens * p.num_heads;
   const int64_t blocks = (queries + kWarpsPerBlock - 1) / kWarpsPerBlock;
   attention_generic_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, ctx.stream()>>>(

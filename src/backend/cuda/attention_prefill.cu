@@ -215,6 +215,7 @@ void check_attention_params(const AttentionParams& p) {
   MISTRAL_CHECK(p.q && p.k && p.v && p.new_valid && p.out) << "missing attention input";
   MISTRAL_CHECK(p.capacity == 0 || (p.k_cache && p.v_cache && p.slot_seq_index && p.slot_valid))
       << "missing cache";
+  check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
 }
 
 void attention_prefill(KernelContext& ctx, const AttentionParams& p) {

@@ -260,6 +260,9 @@ class CudaBackend final : public Backend {
     p.v = act(a.v);
     p.new_valid = a.new_valid;
     p.capacity = a.capacity;
+    p.block_size = a.blocks.block_size;
+    p.blocks_per_row = a.blocks.blocks_per_row;
+    p.block_table = a.blocks.table;
     p.k_cache = act(a.k_cache);
     p.v_cache = act(a.v_cache);
     p.slot_seq_index = a.slot_seq_index;
@@ -280,6 +283,9 @@ class CudaBackend final : public Backend {
     p.num_kv_heads = a.num_kv_heads;
     p.head_dim = a.head_dim;
     p.capacity = a.capacity;
+    p.block_size = a.blocks.block_size;
+    p.blocks_per_row = a.blocks.blocks_per_row;
+    p.block_table = a.blocks.table;
     p.first_seq_index = a.first_seq_index;
     p.first_seq_index_device = a.first_seq_index_device;
     p.k = act(a.k);

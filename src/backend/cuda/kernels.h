@@ -131,12 +131,19 @@ void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden,
 
 // ---------------------------------------------------------------- attention
 
+// Where slot s of row b of a KV cache lives (backend.h's KvBlockTable): with block_table set, the
+// cache is a pool of blocks of block_size positions and the slot is at position
+// block_table[b * blocks_per_row + s / block_size] * block_size + s % block_size; with a null
+// table at position b * capacity + s (the pool is [B, capacity, ...]). The kernels read the
+// table when they run (one int32 load per key), so a recorded launch follows its contents.
+// block_size must fit in 31 bits.
+//
 // The device form of backend.h's AttentionArgs, with the same mask: the key at sequence index k
 // is visible to the query at sequence index q iff the key is not padding, k <= q, and, with a
 // sliding window W > 0, q - k < W. Queries see the cache (a ring of `capacity` slots per row,
-// filled before this call) and the keys of this call. head_dim is 64 or 128 for the tensor-core
-// kernels (attention_generic takes the others); num_heads is a
-// multiple of num_kv_heads (grouped-query attention).
+// filled before this call, stored as above) and the keys of this call. head_dim is 64 or 128 for
+// the tensor-core kernels (attention_generic takes the others); num_heads is a multiple of
+// num_kv_heads (grouped-query attention).
 struct AttentionParams {
   int64_t batch = 0;
   int64_t new_tokens = 0;  // T
@@ -156,8 +163,11 @@ struct AttentionParams {
   const uint8_t* new_valid = nullptr;  // [B, T], 1 real token, 0 padding
 
   int64_t capacity = 0;
-  const bf16* k_cache = nullptr;            // [B, capacity, kv_heads, head_dim]
-  const bf16* v_cache = nullptr;            // [B, capacity, kv_heads, head_dim]
+  int64_t block_size = 0;                   // paging, as above (unused without a table)
+  int64_t blocks_per_row = 0;               // ceil(capacity / block_size)
+  const int32_t* block_table = nullptr;     // [B, blocks_per_row] physical block ids, or null
+  const bf16* k_cache = nullptr;            // [positions, kv_heads, head_dim]
+  const bf16* v_cache = nullptr;            // [positions, kv_heads, head_dim]
   const int64_t* slot_seq_index = nullptr;  // [capacity], -1 for empty slots
   const uint8_t* slot_valid = nullptr;      // [B, capacity]
 
@@ -183,18 +193,21 @@ size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionP
 // ---------------------------------------------------------------- KV cache writes
 
 // Token t of row b (the last min(T, capacity) tokens) goes to slot (first_seq_index + t) %
-// capacity of the bf16 ring [B, capacity, kv_heads, head_dim], exactly (a copy).
+// capacity of the bf16 ring, stored (paged or not) as in AttentionParams, exactly (a copy).
 struct KvStoreParams {
   int64_t batch = 0;
   int64_t new_tokens = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   int64_t capacity = 0;
+  int64_t block_size = 0;  // as in AttentionParams
+  int64_t blocks_per_row = 0;
+  const int32_t* block_table = nullptr;
   int64_t first_seq_index = 0;
   const int64_t* first_seq_index_device = nullptr;  // as in AttentionParams
   const bf16* k = nullptr;                          // [B, T, kv_heads, head_dim]
   const bf16* v = nullptr;
-  bf16* k_cache = nullptr;
+  bf16* k_cache = nullptr;  // [positions, kv_heads, head_dim]
   bf16* v_cache = nullptr;
 };
 void store_kv(KernelContext& ctx, const KvStoreParams& p);

@@ -1,7 +1,10 @@
-// Writing a layer's new keys and values into the bf16 KV cache ring and recording the new tokens
-// in the slot table: the device side of Backend::store_kv / record_kv_slots. Copies, no math.
+// Writing a layer's new keys and values into the bf16 KV cache ring (through the block table when
+// it is paged) and recording the new tokens in the slot table: the device side of
+// Backend::store_kv / record_kv_slots. Copies, no math.
 #include <algorithm>
+#include <cstdint>
 
+#include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 
@@ -9,19 +12,23 @@ namespace mistral::cuda {
 namespace {
 
 // One block per (row, new token) that is kept; each thread moves 16 bytes at a time when the
-// vector length allows it.
-__global__ void store_kv_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                int64_t new_tokens, int64_t first_kept, int64_t kv_dim,
-                                int64_t capacity, int64_t first_seq_index,
-                                const int64_t* first_seq_index_device, bf16* k_cache,
-                                bf16* v_cache) {
-  if (first_seq_index_device != nullptr) first_seq_index = *first_seq_index_device;
-  const int64_t kept = new_tokens - first_kept;
+// vector length allows it (a cache position holds whole kv_dim vectors, so paging keeps the
+// alignment).
+__global__ void store_kv_kernel(KvStoreParams p, int64_t first_kept, int64_t kv_dim) {
+  const int64_t first_seq_index =
+      p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
+  const int64_t kept = p.new_tokens - first_kept;
   const int64_t b = blockIdx.x / kept;
   const int64_t t = first_kept + blockIdx.x % kept;
-  const int64_t slot = (first_seq_index + t) % capacity;
-  const int64_t src = (b * new_tokens + t) * kv_dim;
-  const int64_t dst = (b * capacity + slot) * kv_dim;
+  const int64_t slot = (first_seq_index + t) % p.capacity;
+  const int64_t src = (b * p.new_tokens + t) * kv_dim;
+  const int64_t dst =
+      device::cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, slot) *
+      kv_dim;
+  const bf16* __restrict__ k = p.k;
+  const bf16* __restrict__ v = p.v;
+  bf16* k_cache = p.k_cache;
+  bf16* v_cache = p.v_cache;
   if (kv_dim % 8 == 0) {
     for (int64_t i = int64_t(threadIdx.x) * 8; i < kv_dim; i += int64_t(blockDim.x) * 8) {
       *reinterpret_cast<uint4*>(k_cache + dst + i) = *reinterpret_cast<const uint4*>(k + src + i);
@@ -53,6 +60,15 @@ __global__ void record_slots_kernel(int64_t batch, int64_t new_tokens, int64_t f
 
 }  // namespace
 
+void check_cache_blocks(const int32_t* block_table, int64_t block_size, int64_t blocks_per_row,
+                        int64_t capacity) {
+  if (block_table == nullptr) return;
+  MISTRAL_CHECK(block_size >= 1 && block_size <= INT32_MAX && capacity <= INT32_MAX &&
+                blocks_per_row * block_size >= capacity)
+      << "kv cache blocks: block_size=" << block_size << " blocks_per_row=" << blocks_per_row
+      << " capacity=" << capacity;
+}
+
 void store_kv(KernelContext& ctx, const KvStoreParams& p) {
   const int64_t first_kept = std::max<int64_t>(0, p.new_tokens - p.capacity);
   const int64_t blocks = p.batch * (p.new_tokens - first_kept);
@@ -67,9 +83,9 @@ void store_kv(KernelContext& ctx, const KvStoreParams& p) {
   const int64_t per_thread = kv_dim % 8 == 0 ? 8 : 1;
   const int threads =
       static_cast<int>(std::clamp<int64_t>((kv_dim / per_thread + 31) / 32 * 32, 32, 256));
-  store_kv_kernel<<<static_cast<unsigned>(blocks), threads, 0, ctx.stream()>>>(
-      p.k, p.v, p.new_tokens, first_kept, kv_dim, p.capacity, p.first_seq_index,
-      p.first_seq_index_device, p.k_cache, p.v_cache);
+  check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
+  store_kv_kernel<<<static_cast<unsigned>(blocks), threads, 0, ctx.stream()>>>(p, first_kept,
+                                                                               kv_dim);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
