@@ -23,9 +23,10 @@ void bf16_tile_avx512bf16(const uint16_t* x, int64_t x_stride, int mx, const uin
                           int64_t k, float* out);
 // Decode: out[r] = dot(x, w[r]) for `rows` (1 or 2) weight rows of k values; x as above. Each row
 // is read front to back with two accumulators, and the rows share the activation loads. Few
-// sequential streams per core read faster than many side by side: on the Zen 4 VM, one thread
-// read 1 x 14336 x 4096 at 32 GB/s as rows one or two at a time and at 23 GB/s as tiles of 8 rows
-// (2 threads: 55-60 against 45 GB/s, bench/RESULTS.md).
+// sequential streams per core read faster than many side by side: on the Zen 4 VM, two far
+// streams per thread read 1 x 57344 x 4096 at 24-32 GB/s on one thread against 21-23 for tiles
+// of 8 rows, and on two threads at 55-60 against 45 when the host had bandwidth to spare (equal
+// within 5% when it had less; bench/tools/bf16_decode_pattern.cc, bench/RESULTS.md).
 void bf16_gemv_rows_avx512bf16(const uint16_t* x, int rows, const uint16_t* const* w, int64_t k,
                                float* out);
 
