@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 
 #include "core/check.h"
@@ -11,6 +12,26 @@ namespace {
 
 thread_local bool tls_inside_pool_task = false;
 std::atomic<int> g_default_threads{0};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins until done() holds or ThreadPool::kSpinMicros pass; returns done().
+template <typename Done>
+bool spin_until(Done done) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicros);
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 64 == 63 && std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
 
 }  // namespace
 
@@ -63,18 +84,24 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     std::lock_guard<std::mutex> lock(mutex_);
     ++chunks_done_;
   }
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return chunks_done_ == chunks_; });
+  const size_t chunks_total = chunks;
+  if (!spin_until([&] { return chunks_done_.load(std::memory_order_acquire) == chunks_total; })) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_cv_.wait(lock, [&] { return chunks_done_.load() == chunks_total; });
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
   task_ = nullptr;
 }
 
 void ThreadPool::worker_loop(int /*index*/) {
   uint64_t seen_generation = 0;
   for (;;) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    start_cv_.wait(lock, [&] {
-      return stop_ || (generation_ != seen_generation && task_ != nullptr && next_chunk_ < chunks_);
+    spin_until([&] {
+      return stop_.load(std::memory_order_relaxed) ||
+             generation_.load(std::memory_order_acquire) != seen_generation;
     });
+    std::unique_lock<std::mutex> lock(mutex_);
+    start_cv_.wait(lock, [&] { return stop_ || generation_ != seen_generation; });
     if (stop_) return;
     seen_generation = generation_;
     while (task_ != nullptr && next_chunk_ < chunks_) {

@@ -92,6 +92,33 @@ TEST(MatmulTest, MatchesScalarReferenceOverOddShapes) {
   cpu::set_portable_kernels_only(false);
 }
 
+// Decode (m == 1) with BF16 weights splits each thread's rows into two halves read two rows at a
+// time; row counts where the shares are odd, halves of one row, and rows of k values that end in
+// a partial 64- or 32-value step.
+TEST(MatmulTest, BF16DecodeOverUnevenRowSplits) {
+  ASSERT_TRUE(kThreadsSet);
+  for (int64_t n : {2, 31, 47, 601}) {
+    for (int64_t k : {4096, 4128, 4103}) {
+      SCOPED_TRACE(::testing::Message() << "n=" << n << " k=" << k);
+      const std::vector<float> x = randn(k, 5 + n + k);
+      std::vector<double> w;
+      const Tensor wt = make_weight(randn(n * k, 6 + n + k), {n, k}, DType::kBF16, &w);
+      std::vector<float> y(n + 1, 12345.0f);
+      cpu::matmul(x.data(), 1, wt, y.data());
+      for (int64_t j = 0; j < n; ++j) {
+        double ref = 0, mag = 0;
+        for (int64_t p = 0; p < k; ++p) {
+          const double xp = bf16_to_float(float_to_bf16(x[p]));
+          ref += xp * w[j * k + p];
+          mag += std::fabs(xp * w[j * k + p]);
+        }
+        ASSERT_NEAR(y[j], ref, 1e-5 * mag + 1e-30) << "y[" << j << "]";
+      }
+      EXPECT_EQ(y[n], 12345.0f);
+    }
+  }
+}
+
 TEST(EmbedTest, CopiesRowsExactly) {
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     const int64_t vocab = 37, hidden = 19;

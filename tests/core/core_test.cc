@@ -300,6 +300,17 @@ TEST(ThreadPoolTest, UsesSeveralThreadsAndNestedCallsRunInline) {
   EXPECT_GE(outer_threads.size(), 2u);
 }
 
+// Workers spin for kSpinMicros after a call and then sleep: calls that come while they spin,
+// and calls after they have gone to sleep, both cover every index once.
+TEST(ThreadPoolTest, CallsWhileWorkersSpinAndAfterTheySleep) {
+  ThreadPool pool(3);
+  for (int rep = 0; rep < 6; ++rep) {
+    for (int quick = 0; quick < 50; ++quick) expect_exact_cover(pool, 90, 1);
+    std::this_thread::sleep_for(
+        std::chrono::microseconds(rep % 2 ? 3 * ThreadPool::kSpinMicros : 0));
+  }
+}
+
 TEST(ThreadPoolTest, ConcurrentCallersAreSerializedCorrectly) {
   ThreadPool pool(3);
   std::atomic<int> failures{0};

@@ -234,30 +234,44 @@ void matmul_portable(const float* x, int64_t m, const Tensor& w, float* y) {
 }
 
 // BF16 weights against activations already rounded to bf16 (xb: m rows of `stride` values), with
-// vdpbf16ps. Each thread takes a contiguous range of weight tiles and runs every activation row
-// against a tile before moving on, so the weights stream from memory once.
+// vdpbf16ps. Prefill: each thread takes a contiguous range of weight tiles and runs every
+// activation row against a tile before moving on, so the weights stream from memory once.
+// Decode: each thread reads its share of rows as two sequential streams (its two halves), two
+// rows at a time, as the quantized decode does.
 void matmul_bf16_avx512bf16(const uint16_t* xb, int64_t stride, int64_t m, const Tensor& w,
                             float* y) {
-  constexpr int64_t MR = kBf16TileActivations;
-  const int64_t nr = m == 1 ? kBf16DecodeRows : kBf16TileRows;
+  constexpr int64_t MR = kBf16TileActivations, nr = kBf16TileRows;
   const int64_t n = w.shape[0];
   const int64_t k = w.shape[1];
   const auto* wrows = static_cast<const uint16_t*>(w.data);
+  if (m == 1) {
+    ThreadPool::global().parallel_for(n, 16, [&](size_t begin, size_t end) {
+      const int64_t half = static_cast<int64_t>(end - begin) / 2;
+      for (int64_t i = 0; i < half; ++i) {  // rows i and half + i of the share
+        const int64_t r0 = static_cast<int64_t>(begin) + i, r1 = r0 + half;
+        const uint16_t* rows[2] = {wrows + r0 * k, wrows + r1 * k};
+        float out[2];
+        bf16_gemv_rows_avx512bf16(xb, 2, rows, k, out);
+        y[r0] = out[0];
+        y[r1] = out[1];
+      }
+      if ((end - begin) % 2 != 0) {
+        const int64_t r = static_cast<int64_t>(end) - 1;
+        const uint16_t* row = wrows + r * k;
+        bf16_gemv_rows_avx512bf16(xb, 1, &row, k, y + r);
+      }
+    });
+    return;
+  }
   const int64_t tiles = (n + nr - 1) / nr;
   ThreadPool::global().parallel_for(tiles, 8, [&](size_t tile_begin, size_t tile_end) {
-    constexpr int64_t kMaxRows = std::max(kBf16TileRows, kBf16DecodeRows);
-    const uint16_t* rows[kMaxRows];
-    float out[MR * kMaxRows];
+    const uint16_t* rows[nr];
+    float out[MR * nr];
     for (size_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t row0 = static_cast<int64_t>(tile) * nr;
       const int64_t count = std::min(nr, n - row0);
       for (int64_t r = 0; r < nr; ++r) {
         rows[r] = wrows + (row0 + std::min(r, count - 1)) * k;  // pad a short tile by repetition
-      }
-      if (m == 1) {
-        bf16_gemv_tile_avx512bf16(xb, rows, k, out);
-        std::copy_n(out, count, y + row0);
-        continue;
       }
       for (int64_t i = 0; i < m; i += MR) {
         const int mx = static_cast<int>(std::min(MR, m - i));

@@ -42,6 +42,31 @@ MISTRAL_AVX512_BF16 void tile(const uint16_t* x, int64_t x_stride, const uint16_
   }
 }
 
+template <int R>
+MISTRAL_AVX512_BF16 void gemv_rows(const uint16_t* x, const uint16_t* const* w, int64_t k,
+                                   float* out) {
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 64 <= k; i += 64) {
+    const __m512bh x0 = (__m512bh)_mm512_loadu_si512(x + i);
+    const __m512bh x1 = (__m512bh)_mm512_loadu_si512(x + i + 32);
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x0, (__m512bh)_mm512_loadu_si512(w[r] + i));
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x1, (__m512bh)_mm512_loadu_si512(w[r] + i + 32));
+    }
+  }
+  for (; i < k; i += 32) {  // the activations are zero-padded; the weights must not be read past k
+    const __mmask32 mask = k - i >= 32 ? ~0u : (1u << (k - i)) - 1;
+    const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i);
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] =
+          _mm512_dpbf16_ps(acc[r][0], xv, (__m512bh)_mm512_maskz_loadu_epi16(mask, w[r] + i));
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
 template <int MR>
 void tile_mr(const uint16_t* x, int64_t x_stride, int mx, const uint16_t* const* w, int64_t k,
              float* out) {
@@ -58,8 +83,9 @@ void bf16_tile_avx512bf16(const uint16_t* x, int64_t x_stride, int mx, const uin
   tile_mr<kBf16TileActivations>(x, x_stride, mx, w, k, out);
 }
 
-void bf16_gemv_tile_avx512bf16(const uint16_t* x, const uint16_t* const* w, int64_t k, float* out) {
-  tile<1, kBf16DecodeRows>(x, 0, w, k, out);
+void bf16_gemv_rows_avx512bf16(const uint16_t* x, int rows, const uint16_t* const* w, int64_t k,
+                               float* out) {
+  return rows == 2 ? gemv_rows<2>(x, w, k, out) : gemv_rows<1>(x, w, k, out);
 }
 
 }  // namespace mistral::cpu

@@ -14,9 +14,6 @@ namespace mistral::cpu {
 // rate (Zen 4, 2 threads: 345-360 of 460 GFLOP/s; 4x4 and 6x4 tiles 300-345, 3x8 275-285).
 inline constexpr int kBf16TileRows = 6;
 inline constexpr int kBf16TileActivations = 4;
-// Decode tiles: one activation row x kBf16DecodeRows weight rows (8 streams per thread reach the
-// read bandwidth; 4 fell short of it).
-inline constexpr int kBf16DecodeRows = 8;
 
 // out[a * kBf16TileRows + r] = dot(x row a, w[r]) for a < mx (1..kBf16TileActivations) activation
 // rows of k bf16 values each, x_stride apart and zero-padded to a multiple of 32 values, and
@@ -24,7 +21,13 @@ inline constexpr int kBf16DecodeRows = 8;
 // cpu_features().avx512_bf16().
 void bf16_tile_avx512bf16(const uint16_t* x, int64_t x_stride, int mx, const uint16_t* const* w,
                           int64_t k, float* out);
-// out[r] = dot(x, w[r]) for kBf16DecodeRows weight rows; x as above.
-void bf16_gemv_tile_avx512bf16(const uint16_t* x, const uint16_t* const* w, int64_t k, float* out);
+// Decode: out[r] = dot(x, w[r]) for `rows` (1 or 2) weight rows of k values; x as above. Each row
+// is read front to back with two accumulators, and the rows share the activation loads. Few
+// sequential streams per core read faster than many side by side: on the Zen 4 VM, two far
+// streams per thread read 1 x 57344 x 4096 at 24-32 GB/s on one thread against 21-23 for tiles
+// of 8 rows, and on two threads at 55-60 against 45 when the host had bandwidth to spare (equal
+// within 5% when it had less; bench/tools/bf16_decode_pattern.cc, bench/RESULTS.md).
+void bf16_gemv_rows_avx512bf16(const uint16_t* x, int rows, const uint16_t* const* w, int64_t k,
+                               float* out);
 
 }  // namespace mistral::cpu

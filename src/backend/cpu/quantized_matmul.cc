@@ -89,7 +89,8 @@ void prepare_decode_row(QuantType type, const int8_t* x, const float* dx, int64_
   const int32_t offset = type == QuantType::kInt4 ? 8 : 128;
   const int64_t bytes_per_lane = per_step * G / 16;
   out->start.assign(out->steps * 16, 0);
-  out->scale.assign(out->steps * 16, 0.0f);
+  out->scale.assign((groups + 15) / 16 * 16, 0.0f);
+  std::copy_n(dx, groups, out->scale.begin());
   for (int64_t s = 0; s < out->steps; ++s) {
     const int8_t* v = out->values.data() + s * per_step * G;
     for (int64_t lane = 0; lane < 16; ++lane) {
@@ -99,8 +100,6 @@ void prepare_decode_row(QuantType type, const int8_t* x, const float* dx, int64_
         for (int64_t b = 0; b < 4; ++b) sum += v[half * 64 + 4 * lane + b];
       }
       out->start[s * 16 + lane] = -offset * sum;
-      const int64_t g = per_step * s + lane / (16 / per_step);
-      out->scale[s * 16 + lane] = g < groups ? dx[g] : 0.0f;
     }
   }
 }

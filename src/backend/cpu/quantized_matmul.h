@@ -54,15 +54,16 @@ void quant_tile_avx512_vnni(const QuantTile& t, float* out);
 // The activation row is prepared once per call, per step of 64 weight bytes (int8: 2 groups,
 // int4: 4 groups; zero-padded at the end of the row): its values in the order the step reads them
 // (int8: as they are, int4: arrange_for_int4), and per int32 lane the start of the lane's sum
-// (-offset times the sum of the activations it meets: the weights' offset, 128 or 8, removed) and
-// the scale dx of the lane's group.
+// (-offset times the sum of the activations it meets: the weights' offset, 128 or 8, removed);
+// and the scales dx of its groups, zero-padded to whole blocks of 16 groups (the kernel multiplies
+// them with a row's 16 weight scales once per block).
 struct DecodeRow {
   QuantType type = QuantType::kInt8;
   int64_t groups = 0;          // k / 32
   int64_t steps = 0;           // ceil(groups / 2) (int8) or ceil(groups / 4) (int4)
   std::vector<int8_t> values;  // steps * 64 (int8) or steps * 128 (int4)
   std::vector<int32_t> start;  // steps * 16
-  std::vector<float> scale;    // steps * 16
+  std::vector<float> scale;    // 16 * ceil(groups / 16)
 };
 // x: k int8 values (quantize_rows) and their k / 32 scales.
 void prepare_decode_row(QuantType type, const int8_t* x, const float* dx, int64_t k,
