@@ -6,7 +6,8 @@
 # Writes OUT_DIR/results.json (every run's JSON, and the stderr of failed ones), OUT_DIR/summary.txt
 # and OUT_DIR/gpu.txt; the single runs' files stay in WORK_DIR/runs.
 # Ours: `mistral bench --device cuda` at batch 1 (bf16, int8, int4 weights; 512-token prompt,
-# 128 decode steps, 3 runs) and batch 32 (bf16; 128-token prompts, 128 steps). HF: hf_bench.py
+# 128 decode steps, 3 runs; and with each optimization turned off) and batch 32 (bf16;
+# 128-token prompts, 128 steps). HF: hf_bench.py
 # with the same shapes (bf16).
 set -uo pipefail
 out=${1:?OUT_DIR}
@@ -29,13 +30,24 @@ run_ours() {  # NAME ARGS...
     2> "$runs/ours-$name.err"
   echo "ours $name: exit $?, $((SECONDS - start)) s"
 }
-run_ours bf16-b1 --prompt-tokens 512 --new-tokens 128 --runs 3
-MISTRAL_CUDA_GRAPHS=0 run_ours bf16-b1-nographs --prompt-tokens 512 --new-tokens 128 --runs 3
-MISTRAL_CUDA_JOIN=0 run_ours bf16-b1-nojoin --prompt-tokens 512 --new-tokens 128 --runs 3
-MISTRAL_GEMV_KERNEL=pipelined run_ours bf16-b1-pipelined --prompt-tokens 512 --new-tokens 128 \
-  --runs 3
-run_ours int8-b1 --weights int8 --prompt-tokens 512 --new-tokens 128 --runs 3
-run_ours int4-b1 --weights int4 --prompt-tokens 512 --new-tokens 128 --runs 3
+shape=(--prompt-tokens 512 --new-tokens 128 --runs 3)
+run_ours bf16-b1 "${shape[@]}"
+# Each optimization off in turn (same run, same GPU): fused add+norm and rope q|k, x quantized
+# inside the int8/int4 GEMV, and a KV cache of one block per row (no paging).
+MISTRAL_CUDA_FUSE=0 run_ours bf16-b1-nofuse "${shape[@]}"
+run_ours bf16-b1-oneblock --kv-block-size 640 "${shape[@]}"
+if [[ -n "${EXTRA:-}" ]]; then  # EXTRA=1: the earlier comparisons too
+  MISTRAL_CUDA_GRAPHS=0 run_ours bf16-b1-nographs "${shape[@]}"
+  MISTRAL_CUDA_JOIN=0 run_ours bf16-b1-nojoin "${shape[@]}"
+  MISTRAL_GEMV_KERNEL=pipelined run_ours bf16-b1-pipelined "${shape[@]}"
+fi
+run_ours int8-b1 --weights int8 "${shape[@]}"
+MISTRAL_CUDA_FUSE=0 MISTRAL_GEMV_XQ=kernel run_ours int8-b1-nofuse-xqkernel --weights int8 \
+  "${shape[@]}"
+run_ours int4-b1 --weights int4 "${shape[@]}"
+MISTRAL_GEMV_XQ=kernel run_ours int4-b1-xqkernel --weights int4 "${shape[@]}"
+MISTRAL_CUDA_FUSE=0 MISTRAL_GEMV_XQ=kernel run_ours int4-b1-nofuse-xqkernel --weights int4 \
+  "${shape[@]}"
 run_ours bf16-b32 --batch 32 --prompt-tokens 128 --new-tokens 128 --runs 2
 if [[ -z "${SKIP_HF:-}" ]]; then  # SKIP_HF=1: ours only (HF measured earlier on this kind)
 start=$SECONDS
@@ -57,17 +69,16 @@ def load(name):
         return {"error": f"{e}: {tail}"}
 names = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(runs, "*.json")))
 json.dump({n: load(n) for n in names}, open(os.path.join(out, "results.json"), "w"), indent=1)
-print("run                    prefill tok/s  TTFT ms  first-run TTFT ms  decode tok/s  first-run decode  BW frac")
-for name in ["ours-bf16-b1", "ours-bf16-b1-nographs", "ours-bf16-b1-nojoin",
-             "ours-bf16-b1-pipelined", "ours-int8-b1", "ours-int4-b1", "ours-bf16-b32", "hf-bf16-b1", "hf-bf16-b32"]:
+print("run                            prefill tok/s  TTFT ms  first-run TTFT ms  decode tok/s  first-run decode  BW frac")
+for name in names:
     r = load(name)
     if "error" in r:
-        print(f"{name:22} failed: {r['error']}")
+        print(f"{name:30} failed: {r['error']}")
         continue
     first = r.get("first_run", {})
     ttft_first = r.get("first_run_time_to_first_token_s", first.get("ttft_s", float("nan")))
     dec_first = r.get("first_run_decode_tok_s", first.get("decode_tok_s", float("nan")))
-    print(f"{name:22} {r['prefill_tok_s']:13.0f} {1e3 * r['time_to_first_token_s']:8.2f} "
+    print(f"{name:30} {r['prefill_tok_s']:13.0f} {1e3 * r['time_to_first_token_s']:8.2f} "
           f"{1e3 * ttft_first:18.2f} {r['decode_tok_s']:13.1f} {dec_first:17.1f} "
           f"{r.get('decode_bandwidth_fraction', float('nan')):8.3f}")
 PY

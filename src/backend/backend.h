@@ -104,6 +104,22 @@ struct KvWriteArgs {
   float* v_scale = nullptr;
 };
 
+// One sequence's sampling parameters, for sampling on the backend (sampling/sampling_params.h's
+// SamplingParams with repetition_penalty 1 and min_p 0: what a backend samples).
+struct SamplingRow {
+  bool greedy = false;
+  float temperature = 1.0f;
+  int32_t top_k = 0;  // 0: off
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+};
+
+// What Backend::new_sampler made: `rows` sequences' parameters and streams, opaque.
+struct SamplerState {
+  int64_t rows = 0;
+  std::shared_ptr<void> state;
+};
+
 // Backend memory: freed when the last copy goes.
 struct Buffer {
   std::shared_ptr<void> owner;
@@ -190,6 +206,20 @@ class Backend {
   virtual void silu_mul(const void* gate, const void* up, void* out, int64_t n) = 0;
   // x[i] += y[i].
   virtual void add(void* x, const void* y, int64_t n) = 0;
+
+  // ---- sampling on the backend, so that only token ids cross to the host
+  // Whether new_sampler / sample_tokens are available (else the caller samples on the host).
+  virtual bool supports_sampling() const { return false; }
+  // Parameters and random streams of `rows` sequences in backend memory; each row's stream is
+  // seeded from its seed as sampling/rng.h's Xoshiro256 is.
+  virtual Result<SamplerState> new_sampler(const std::vector<SamplingRow>& rows) {
+    return error(name() + " backend does not sample tokens");
+  }
+  // ids[r] (backend memory) = the token sampling/sampler.h's Sampler picks from row r of logits
+  // [sampler.rows, vocab] (backend memory) with the same parameters and stream: greedy rows take
+  // the argmax and draw nothing, the others one draw each.
+  virtual void sample_tokens(const SamplerState& sampler, const float* logits, int64_t vocab,
+                             int32_t* ids) {}
 
   // ---- recording (CUDA graphs): ops issued between begin_capture and end_capture are recorded,
   // not run; replay runs the recording again with the same arguments, reading whatever the

@@ -104,6 +104,17 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
 
   ForwardOptions options;
   options.all_logits = false;
+  const SamplingParams& sp = gen.sampling;
+  SamplerState device_sampler;
+  if (gen.sample_on_device && model.backend().supports_sampling() &&
+      sp.repetition_penalty == 1.0f && sp.min_p == 0.0f) {
+    std::vector<SamplingRow> rows(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      rows[b] = {sp.greedy, sp.temperature, sp.top_k, sp.top_p, samplers[b].params().seed};
+    }
+    MISTRAL_ASSIGN_OR_RETURN(device_sampler, model.new_sampler(rows));
+    options.sampler = &device_sampler;
+  }
   auto start = std::chrono::steady_clock::now();
   MISTRAL_ASSIGN_OR_RETURN(ForwardOutput out, model.forward(ids, mask, batch, cache, options));
   result.prefill_seconds = seconds_since(start);
@@ -119,8 +130,13 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
         step_ids[b] = pad;
         continue;
       }
-      std::span<float> logits(out.logits.data() + b * vocab, vocab);
-      const int32_t token = samplers[b].sample(logits, seen[b]);
+      int32_t token;
+      if (options.sampler != nullptr) {
+        token = out.token_ids[b];
+      } else {
+        std::span<float> logits(out.logits.data() + b * vocab, vocab);
+        token = samplers[b].sample(logits, seen[b]);
+      }
       step_ids[b] = token;
       seen[b].push_back(token);
       result.new_tokens[b].push_back(token);

@@ -28,6 +28,10 @@ struct GenerationConfig {
   // (or the cache's length when shorter). Results do not depend on it; memory is rounded up to
   // whole blocks.
   int64_t kv_block_size = 0;
+  // Sample on the backend when it can (Backend::supports_sampling) and the parameters allow it
+  // (repetition_penalty 1, min_p 0): only token ids then cross to the host. The tokens are the
+  // ones host sampling picks from the same logits (same streams, same rule).
+  bool sample_on_device = true;
   // Called for every generated token (row, token id); return false to stop the whole batch.
   std::function<bool(int64_t row, int32_t token)> on_token;
 };

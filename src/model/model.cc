@@ -120,6 +120,7 @@ struct Model::Activations {
   void *x, *h, *q, *k, *v, *attn, *gate, *up, *last;
   float* logits;
   int32_t* ids;
+  int32_t* sampled;  // [B] ids the backend sampled
   int64_t* positions;
   uint8_t* mask;
   int64_t* first_seq_index;  // the cache's length before this call
@@ -141,6 +142,7 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                           batch * c.hidden_size * act,
                           logit_rows * c.vocab_size * sizeof(float),
                           rows * sizeof(int32_t),
+                          batch * sizeof(int32_t),
                           rows * sizeof(int64_t),
                           static_cast<size_t>(rows),
                           sizeof(int64_t)};
@@ -171,9 +173,10 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                      at(5),
                      static_cast<float*>(at(6)),
                      static_cast<int32_t*>(at(7)),
-                     static_cast<int64_t*>(at(8)),
-                     static_cast<uint8_t*>(at(9)),
-                     static_cast<int64_t*>(at(10))};
+                     static_cast<int32_t*>(at(8)),
+                     static_cast<int64_t*>(at(9)),
+                     static_cast<uint8_t*>(at(10)),
+                     static_cast<int64_t*>(at(11))};
 }
 
 std::vector<float> Model::download(const void* src, int64_t n) {
@@ -197,6 +200,12 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   if (cache.batch() != batch) {
     return error("kv cache was created for batch " + std::to_string(cache.batch()) +
                  ", forward called with batch " + std::to_string(batch));
+  }
+  if (options.sampler != nullptr && (options.all_logits || options.sampler->rows != batch)) {
+    return error("ForwardOptions::sampler: a sampler of " + std::to_string(options.sampler->rows) +
+                 " rows needs batch " + std::to_string(options.sampler->rows) +
+                 " and all_logits = false (got batch " + std::to_string(batch) +
+                 (options.all_logits ? ", all_logits = true)" : ")"));
   }
   if (cache.backend_name() != backend_->name()) {
     return error("kv cache lives in " + cache.backend_name() + " memory but the model runs on " +
@@ -251,6 +260,12 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
     last_key_ = key;
   }
   cache.advance(attention_mask.data(), T, a.mask, a.first_seq_index);
+  if (options.sampler != nullptr) {
+    be.sample_tokens(*options.sampler, a.logits, c.vocab_size, a.sampled);
+    out.token_ids.resize(batch);
+    be.to_host(out.token_ids.data(), a.sampled, batch * sizeof(int32_t));
+    return out;
+  }
   out.logits.resize(out.logit_positions * batch * c.vocab_size);
   be.to_host(out.logits.data(), a.logits, out.logits.size() * sizeof(float));
   return out;

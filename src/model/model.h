@@ -26,13 +26,18 @@ namespace mistral {
 struct ForwardOptions {
   bool all_logits = true;  // false: logits of the last position of each row only
   bool output_hidden_states = false;
+  // A sampler of this model's backend (Model::new_sampler) for the call's batch: the backend
+  // picks one token per row from the last position's logits (all_logits must be false) and
+  // only the ids come back (ForwardOutput::token_ids; logits stay empty).
+  const SamplerState* sampler = nullptr;
 };
 
 struct ForwardOutput {
   int64_t batch = 0;
-  int64_t tokens = 0;           // T of this call
-  int64_t logit_positions = 0;  // T, or 1 when only the last position was asked for
-  std::vector<float> logits;    // [B, logit_positions, vocab]
+  int64_t tokens = 0;              // T of this call
+  int64_t logit_positions = 0;     // T, or 1 when only the last position was asked for
+  std::vector<float> logits;       // [B, logit_positions, vocab] (empty with a sampler)
+  std::vector<int32_t> token_ids;  // [B] with a sampler: each row's next token
   std::vector<std::vector<float>> hidden_states;  // L+1 entries of [B, T, hidden]
 };
 
@@ -56,6 +61,12 @@ class Model {
   Result<KvCache> new_cache(int64_t batch, int64_t max_sequence_length,
                             std::optional<DType> dtype = std::nullopt,
                             const KvCacheLayout& layout = {});
+
+  // Sampling on the backend (ForwardOptions::sampler) for one row per entry of `rows`; an error
+  // when the backend does not sample (Backend::supports_sampling).
+  Result<SamplerState> new_sampler(const std::vector<SamplingRow>& rows) {
+    return backend_->new_sampler(rows);
+  }
 
   // input_ids and attention_mask are [B, T] row-major (mask 1 = real token, 0 = padding). The
   // cache must have been created for batch B; it is advanced by T. Errors (ids out of range, a

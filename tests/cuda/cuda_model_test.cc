@@ -341,3 +341,38 @@ TEST(CudaModelExtras, PagedKvCacheEqualsTheDefaultLayout) {
 
 }  // namespace
 }  // namespace mistral::testing
+
+namespace mistral::testing {
+namespace {
+
+// Sampling on the GPU (only ids cross to the host) picks the tokens host sampling picks from
+// the same GPU logits: greedy, and temperature / top-k / top-p with per-row seeds.
+TEST(CudaModelExtras, DeviceSamplingPicksTheHostTokens) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string name : {"gqa", "sliding_window", "head_dim"}) {
+    auto gpu = load_fixture_model(name, {}, "cuda");
+    ASSERT_NE(gpu, nullptr);
+    ASSERT_TRUE(gpu->backend().supports_sampling());
+    const Inputs in = read_inputs(fixture_dir(reference_case(name)) + "/inputs.json");
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+    for (int mode = 0; mode < 3; ++mode) {
+      GenerationConfig gen;
+      gen.max_new_tokens = 24;
+      gen.sampling.greedy = mode == 0;
+      gen.sampling.temperature = mode == 0 ? 1.0f : 0.8f;
+      gen.sampling.top_k = mode == 2 ? 20 : 0;
+      gen.sampling.top_p = mode == 2 ? 0.9f : 1.0f;
+      gen.sampling.seed = 5;
+      gen.sample_on_device = true;
+      auto device = generate(*gpu, prompts, gen);
+      gen.sample_on_device = false;
+      auto host = generate(*gpu, prompts, gen);
+      ASSERT_TRUE(device.ok() && host.ok());
+      EXPECT_EQ(device->new_tokens, host->new_tokens) << name << " mode " << mode;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mistral::testing

@@ -5,9 +5,12 @@
 // place_concatenated joins q/k/v and gate/up into one host matrix with row views. Generation on
 // it must equal the plain CPU backend bit for bit (recording) and closely (joined matrices, whose
 // rows go through the matmul in other tiles), and a recording must be replayed only for the
-// cache and shape it was made for.
+// cache and shape it was made for. With `sample` it also samples on the "device" (host Samplers
+// behind Backend::sample_tokens): generation must pick the tokens host sampling picks, and only
+// token ids may come back.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -15,6 +18,7 @@
 
 #include "engine/generator.h"
 #include "fixture_util.h"
+#include "sampling/sampler.h"
 
 namespace mistral::testing {
 namespace {
@@ -23,7 +27,9 @@ class RecordingCpuBackend final : public Backend {
  public:
   explicit RecordingCpuBackend(bool join) : cpu_(make_cpu_backend()), join_(join) {}
 
-  int recordings = 0, replays = 0, joined = 0;
+  int recordings = 0, replays = 0, joined = 0, sampled = 0;
+  bool sample = false;          // offer sampling on the backend
+  size_t largest_download = 0;  // bytes of the largest to_host
 
   std::string name() const override { return "cpu"; }  // host memory, shared with the CPU's
   DType activation_dtype() const override { return DType::kF32; }
@@ -36,6 +42,7 @@ class RecordingCpuBackend final : public Backend {
   }
   void to_host(void* dst, const void* src, size_t bytes) override {
     EXPECT_FALSE(capturing_) << "host copy while recording";
+    largest_download = std::max(largest_download, bytes);
     cpu_->to_host(dst, src, bytes);
   }
   void copy(void* dst, const void* src, size_t bytes) override {
@@ -111,6 +118,31 @@ class RecordingCpuBackend final : public Backend {
   }
   void add(void* x, const void* y, int64_t n) override {
     issue([=, this] { cpu_->add(x, y, n); });
+  }
+
+  bool supports_sampling() const override { return sample; }
+  Result<SamplerState> new_sampler(const std::vector<SamplingRow>& rows) override {
+    auto samplers = std::make_shared<std::vector<Sampler>>();
+    for (const SamplingRow& r : rows) {
+      SamplingParams p;
+      p.greedy = r.greedy;
+      p.temperature = r.temperature;
+      p.top_k = r.top_k;
+      p.top_p = r.top_p;
+      p.seed = r.seed;
+      samplers->emplace_back(p);
+    }
+    return SamplerState{static_cast<int64_t>(rows.size()), samplers};
+  }
+  void sample_tokens(const SamplerState& sampler, const float* logits, int64_t vocab,
+                     int32_t* ids) override {
+    EXPECT_FALSE(capturing_);
+    auto& samplers = *static_cast<std::vector<Sampler>*>(sampler.state.get());
+    for (int64_t r = 0; r < sampler.rows; ++r) {
+      std::vector<float> row(logits + r * vocab, logits + (r + 1) * vocab);
+      ids[r] = samplers[r].sample(row, {});
+    }
+    ++sampled;
   }
 
   bool supports_capture() const override { return true; }
@@ -236,6 +268,76 @@ TEST(RecordingBackend, JoinedMatricesGiveTheSameLogits) {
     Diff d = masked_diff(b.data(), a.data(), std::vector<uint8_t>(a.size() / 256, 1), 256);
     expect_close(d, name + " joined vs separate matrices", 1e-5);
   }
+}
+
+}  // namespace
+}  // namespace mistral::testing
+
+namespace mistral::testing {
+namespace {
+
+// Generation with the backend sampling picks the host's tokens (greedy, and sampled with
+// temperature, top-k and top-p from per-row seeds), downloads only token ids, and falls back
+// to host sampling for what a backend does not do (repetition penalty) or when told to.
+TEST(RecordingBackend, SamplingOnTheBackendPicksTheHostTokens) {
+  const std::string name = "gqa";
+  auto plain = load_on(name, make_cpu_backend());
+  auto sampler_backend = std::make_unique<RecordingCpuBackend>(/*join=*/false);
+  RecordingCpuBackend* rec = sampler_backend.get();
+  rec->sample = true;
+  auto device = load_on(name, std::move(sampler_backend));
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(device, nullptr);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 13, 2}, {1, 7, 3}};
+  const int64_t vocab = device->config().vocab_size;
+  for (int mode = 0; mode < 4; ++mode) {
+    GenerationConfig gen;
+    gen.max_new_tokens = 12;
+    gen.sampling.greedy = mode == 0;
+    gen.sampling.temperature = mode == 0 ? 1.0f : 0.9f;
+    gen.sampling.top_k = mode == 2 ? 5 : 0;
+    gen.sampling.top_p = mode == 2 ? 0.9f : 1.0f;
+    gen.sampling.repetition_penalty = mode == 3 ? 1.3f : 1.0f;  // not on the backend
+    gen.sampling.seed = 11;
+    auto want = generate(*plain, prompts, gen);
+    ASSERT_TRUE(want.ok()) << want.status().message();
+    for (bool on_device : {true, false}) {
+      gen.sample_on_device = on_device;
+      rec->sampled = 0;
+      rec->largest_download = 0;
+      auto got = generate(*device, prompts, gen);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      EXPECT_EQ(got->new_tokens, want->new_tokens) << "mode " << mode << " on_device " << on_device;
+      const bool used = on_device && mode != 3;
+      EXPECT_EQ(rec->sampled, used ? gen.max_new_tokens : 0) << "mode " << mode;
+      if (used) {
+        EXPECT_EQ(rec->largest_download, prompts.size() * sizeof(int32_t)) << "mode " << mode;
+      } else {
+        EXPECT_GE(rec->largest_download, prompts.size() * vocab * sizeof(float)) << "mode " << mode;
+      }
+    }
+  }
+}
+
+TEST(RecordingBackend, ASamplerMustMatchTheBatch) {
+  auto backend = std::make_unique<RecordingCpuBackend>(/*join=*/false);
+  backend->sample = true;
+  auto model = load_on("gqa", std::move(backend));
+  ASSERT_NE(model, nullptr);
+  auto sampler = model->new_sampler(std::vector<SamplingRow>(2));
+  ASSERT_TRUE(sampler.ok());
+  auto cache = model->new_cache(1, 8);
+  ASSERT_TRUE(cache.ok());
+  ForwardOptions options;
+  options.all_logits = false;
+  options.sampler = &*sampler;
+  auto out =
+      model->forward(std::vector<int32_t>{1, 2}, std::vector<uint8_t>{1, 1}, 1, *cache, options);
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("sampler of 2 rows"), std::string::npos)
+      << out.status().message();
+  EXPECT_EQ(cache->length(), 0);
+  EXPECT_FALSE(make_cpu_backend()->new_sampler({}).ok());
 }
 
 }  // namespace

@@ -232,11 +232,15 @@ class CudaBackend final : public Backend {
   }
   void rope_qk(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
                const int64_t* positions, double theta) override {
+    if (!fuse_enabled_) {
+      return Backend::rope_qk(q, k, tokens, heads, kv_heads, head_dim, positions, theta);
+    }
     cuda::rope_qk<bf16>(*ctx_, act(q), act(k), tokens, heads, kv_heads, head_dim, positions,
                         inv_freq(head_dim, theta));
   }
   void add_rmsnorm(void* x, const void* y, int64_t m, const Tensor& weight, float eps,
                    void* h) override {
+    if (!fuse_enabled_) return Backend::add_rmsnorm(x, y, m, weight, eps, h);
     MISTRAL_CHECK(weight.on_device && weight.dtype == DType::kBF16)
         << "cuda backend: norm weights must be placed as bf16";
     cuda::add_rmsnorm<bf16>(*ctx_, act(x), act(y), m, weight.shape[0], weight.as<bf16>(), eps,
@@ -316,6 +320,40 @@ class CudaBackend final : public Backend {
   bool wants_warm_up() const override { return true; }
 
   // CUDA graphs; MISTRAL_CUDA_GRAPHS=0 turns them off (every op launched on its own).
+  // On-device sampling (sampling.cu): per-row SampleParams and RngState in one device block.
+  bool supports_sampling() const override { return true; }
+  Result<SamplerState> new_sampler(const std::vector<SamplingRow>& rows) override {
+    const int64_t n = static_cast<int64_t>(rows.size());
+    const size_t params_bytes = (n * sizeof(SampleParams) + 255) / 256 * 256;
+    MISTRAL_ASSIGN_OR_RETURN(
+        DeviceBuffer block,
+        DeviceBuffer::allocate(params_bytes + n * sizeof(RngState),
+                               "sampler state of " + std::to_string(n) + " rows"));
+    auto owned = std::make_shared<DeviceBuffer>(std::move(block));
+    std::vector<SampleParams> params(n);
+    std::vector<uint64_t> seeds(n);
+    for (int64_t r = 0; r < n; ++r) {
+      params[r].greedy = rows[r].greedy ? 1 : 0;
+      params[r].temperature = rows[r].temperature;
+      params[r].top_k = rows[r].top_k;
+      params[r].top_p = rows[r].top_p;
+      seeds[r] = rows[r].seed;
+    }
+    if (n > 0) {
+      to_device(owned->data(), params.data(), n * sizeof(SampleParams));
+      init_rng(*ctx_, seeds.data(), n,
+               reinterpret_cast<RngState*>(owned->as<uint8_t>() + params_bytes));
+    }
+    return SamplerState{n, std::move(owned)};
+  }
+  void sample_tokens(const SamplerState& sampler, const float* logits, int64_t vocab,
+                     int32_t* ids) override {
+    const auto* block = static_cast<const DeviceBuffer*>(sampler.state.get());
+    const size_t params_bytes = (sampler.rows * sizeof(SampleParams) + 255) / 256 * 256;
+    sample(*ctx_, logits, sampler.rows, vocab, block->as<const SampleParams>(),
+           reinterpret_cast<RngState*>(block->as<uint8_t>() + params_bytes), ids);
+  }
+
   bool supports_capture() const override { return graphs_enabled_; }
   void begin_capture() override {
     MISTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -390,6 +428,11 @@ class CudaBackend final : public Backend {
   // MISTRAL_CUDA_JOIN=0: q/k/v and gate/up stay separate matrices (for comparisons).
   bool join_enabled_ = [] {
     const char* env = std::getenv("MISTRAL_CUDA_JOIN");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  // MISTRAL_CUDA_FUSE=0: rope_qk and add_rmsnorm run as their separate ops (for comparisons).
+  bool fuse_enabled_ = [] {
+    const char* env = std::getenv("MISTRAL_CUDA_FUSE");
     return env == nullptr || std::string(env) != "0";
   }();
   cudaStream_t stream_ = nullptr;
