@@ -9,8 +9,7 @@
 // of x gives the same bits alone or in a batch, and on every run.
 //
 // int8 / int4 weights: x is first quantized per row and group of 32 as the CPU backend does
-// (dx = max|x| / 127, xq = round-half-even(x * 127 / max|x|), by each block into its shared
-// memory when that is small, else by a kernel of its own into the context's scratch), so a
+// (dx = max|x| / 127, xq = round-half-even(x * 127 / max|x|), into the context's scratch), so a
 // group's dot product is an exact integer sum of __dp4a products (int4: nibbles n as bytes, then
 // minus 8 * sum(xq)), scaled in float32 by the weight's f16 scale times dx.
 #include <cuda_bf16.h>
@@ -100,14 +99,17 @@ void with_rows(int64_t m, Fn&& f) {
   }
 }
 
-// Quantizes one group of 32 values of x: xq = round-half-even(x * 127 / max|x|), dx = max|x| / 127,
-// xsum = sum(xq). src and xq 16-byte aligned; xq may be global or shared memory.
-__device__ __forceinline__ void quantize_x_group(const bf16* __restrict__ src, int8_t* xq,
-                                                 float* dx, int* xsum) {
+// One thread per group of 32 values of x (rows are contiguous, k a multiple of 32).
+__global__ void quantize_x_kernel(const bf16* __restrict__ x, int64_t groups,
+                                  int8_t* __restrict__ xq, float* __restrict__ dx,
+                                  int* __restrict__ xsum) {
+  const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (g >= groups) return;
   float v[32];
+  const uint4* src = reinterpret_cast<const uint4*>(x + g * 32);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src) + i);
+    const uint4 raw = src[i];
     const bf16* e = reinterpret_cast<const bf16*>(&raw);
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[i * 8 + j] = __bfloat162float(e[j]);
@@ -129,20 +131,11 @@ __device__ __forceinline__ void quantize_x_group(const bf16* __restrict__ src, i
     }
     packed[w] = word;
   }
-  uint4* dst = reinterpret_cast<uint4*>(xq);
+  uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
   dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
   dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-  *dx = amax / 127.0f;
-  *xsum = sum;
-}
-
-// One thread per group of 32 values of x (rows are contiguous, k a multiple of 32).
-__global__ void quantize_x_kernel(const bf16* __restrict__ x, int64_t groups,
-                                  int8_t* __restrict__ xq, float* __restrict__ dx,
-                                  int* __restrict__ xsum) {
-  const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g >= groups) return;
-  quantize_x_group(x + g * 32, xq + g * 32, dx + g, xsum + g);
+  dx[g] = amax / 127.0f;
+  xsum[g] = sum;
 }
 
 __device__ __forceinline__ int dot16(uint4 w, uint4 x, int acc) {
@@ -156,49 +149,30 @@ __device__ __forceinline__ int dot16(uint4 w, uint4 x, int acc) {
 // (int4: byte j holds value j in its low nibble and value j + 16 in its high one). (Joining two
 // short int4 rows per warp, so that every lane has 8 loads in flight at k = 4096, measured 7%
 // slower end to end on the H100: fewer warps.)
-// kInBlock: each block quantizes x itself into shared memory (M * k bytes of xq, then M * k / 32
-// dx and xsum), after its warps' first loads of W are in flight, instead of reading what
-// quantize_x_kernel left in the scratch: one launch less per matmul. The sums are the same.
-template <WeightFormat F, typename OutT, int M, bool kInBlock>
+template <WeightFormat F, typename OutT, int M>
 __global__ void __launch_bounds__(kWarps * 32)
-    gemv_rows_quant_kernel(const bf16* __restrict__ x, const int8_t* xq, const float* dx,
-                           const int* xsum, int64_t n, int k, const uint8_t* __restrict__ w,
-                           const __half* __restrict__ scales, OutT* __restrict__ y) {
-  extern __shared__ uint4 shared_x[];
+    gemv_rows_quant_kernel(const int8_t* __restrict__ xq, const float* __restrict__ dx,
+                           const int* __restrict__ xsum, int64_t n, int k,
+                           const uint8_t* __restrict__ w, const __half* __restrict__ scales,
+                           OutT* __restrict__ y) {
   const int lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const bool active = row < n;
+  if (row >= n) return;
   const int groups = k / 32;
   const int row_bytes = F == WeightFormat::kInt8 ? k : k / 2;
   const int pieces = row_bytes / 16;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + (active ? row : 0) * int64_t(row_bytes));
-  const __half* sr = scales + (active ? row : 0) * int64_t(groups);
-  uint4 wv[kInFlight];
-  auto load_batch = [&](int base) {
-#pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
-      const int c = base + i * 32 + lane;
-      wv[i] = active && c < pieces ? load_stream16(wr + c) : make_uint4(0, 0, 0, 0);
-    }
-  };
-  load_batch(0);
-  if constexpr (kInBlock) {
-    auto* sxq = reinterpret_cast<int8_t*>(shared_x);
-    auto* sdx = reinterpret_cast<float*>(sxq + M * k);
-    int* sxsum = reinterpret_cast<int*>(sdx + M * groups);
-    for (int g = threadIdx.x; g < M * groups; g += blockDim.x) {
-      quantize_x_group(x + int64_t(g) * 32, sxq + g * 32, sdx + g, sxsum + g);
-    }
-    __syncthreads();
-    xq = sxq;
-    dx = sdx;
-    xsum = sxsum;
-  }
-  if (!active) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + row * int64_t(row_bytes));
+  const __half* sr = scales + row * int64_t(groups);
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  for (int base = 0;;) {
+  for (int base = 0; base < pieces; base += 32 * kInFlight) {
+    uint4 wv[kInFlight];
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      const int c = base + i * 32 + lane;
+      wv[i] = c < pieces ? load_stream16(wr + c) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
     for (int i = 0; i < kInFlight; ++i) {
       const int c = base + i * 32 + lane;
@@ -215,18 +189,15 @@ __global__ void __launch_bounds__(kWarps * 32)
           const uint4* xr = reinterpret_cast<const uint4*>(xq + int64_t(r) * k);
           int isum;
           if constexpr (F == WeightFormat::kInt8) {
-            isum = dot16(wq, xr[c], 0);
+            isum = dot16(wq, __ldg(xr + c), 0);
           } else {
-            isum = dot16(hi, xr[2 * c + 1], dot16(lo, xr[2 * c], 0)) -
+            isum = dot16(hi, __ldg(xr + 2 * c + 1), dot16(lo, __ldg(xr + 2 * c), 0)) -
                    8 * xsum[int64_t(r) * groups + g];
           }
           acc[r] = fmaf(float(isum), scale * dx[int64_t(r) * groups + g], acc[r]);
         }
       }
     }
-    base += 32 * kInFlight;
-    if (base >= pieces) break;
-    load_batch(base);
   }
 #pragma unroll
   for (int r = 0; r < M; ++r) {
@@ -248,44 +219,20 @@ QuantScratch quant_scratch(int64_t m, int64_t k) {
   return s;
 }
 
-// Shared memory a block needs to quantize m rows of x itself (xq, dx, xsum).
-size_t in_block_x_bytes(int64_t m, int64_t k) {
-  return static_cast<size_t>(m * k) + static_cast<size_t>(m * (k / 32)) * 8;
-}
-// Blocks quantize x themselves up to this much shared memory (8 blocks still fit an SM); above
-// it, or with MISTRAL_GEMV_XQ=kernel, a separate kernel quantizes x once into the scratch.
-constexpr size_t kMaxInBlockXBytes = 24 * 1024;
-bool quantize_x_in_block(int64_t m, int64_t k) {
-  static const bool separate = [] {
-    const char* env = std::getenv("MISTRAL_GEMV_XQ");
-    return env != nullptr && std::string(env) == "kernel";
-  }();
-  return !separate && in_block_x_bytes(m, k) <= kMaxInBlockXBytes;
-}
-
-template <WeightFormat F, typename OutT, int M, bool kInBlock>
-void launch_rows_quant(KernelContext& ctx, const QuantScratch& s, const bf16* x, int64_t n, int k,
+template <WeightFormat F, typename OutT, int M>
+void launch_rows_quant(KernelContext& ctx, const QuantScratch& s, int64_t n, int k,
                        const DeviceWeight& w, OutT* y) {
   auto* base = static_cast<uint8_t*>(ctx.scratch());
   const int64_t blocks = (n + kWarps - 1) / kWarps;
-  const size_t shared = kInBlock ? in_block_x_bytes(M, k) : 0;
-  gemv_rows_quant_kernel<F, OutT, M, kInBlock>
-      <<<static_cast<unsigned>(blocks), kWarps * 32, shared, ctx.stream()>>>(
-          x, reinterpret_cast<const int8_t*>(base + s.xq),
-          reinterpret_cast<const float*>(base + s.dx), reinterpret_cast<const int*>(base + s.xsum),
-          n, k, static_cast<const uint8_t*>(w.data), w.scales, y);
+  gemv_rows_quant_kernel<F, OutT, M>
+      <<<static_cast<unsigned>(blocks), kWarps * 32, 0, ctx.stream()>>>(
+          reinterpret_cast<const int8_t*>(base + s.xq), reinterpret_cast<const float*>(base + s.dx),
+          reinterpret_cast<const int*>(base + s.xsum), n, k, static_cast<const uint8_t*>(w.data),
+          w.scales, y);
 }
 
 template <WeightFormat F, typename OutT>
 void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y) {
-  const int k = static_cast<int>(w.k);
-  if (quantize_x_in_block(m, w.k)) {
-    with_rows(m, [&](auto rows) {
-      launch_rows_quant<F, OutT, rows(), true>(ctx, QuantScratch{}, x, w.n, k, w, y);
-    });
-    MISTRAL_CUDA_CHECK_LAUNCH();
-    return;
-  }
   const QuantScratch s = quant_scratch(m, w.k);
   MISTRAL_CHECK(ctx.scratch_bytes() >= s.bytes)
       << "gemv of a " << weight_format_name(w.format) << " weight needs " << s.bytes
@@ -298,8 +245,8 @@ void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight
                                       reinterpret_cast<float*>(base + s.dx),
                                       reinterpret_cast<int*>(base + s.xsum));
   MISTRAL_CUDA_CHECK_LAUNCH();
-  with_rows(m,
-            [&](auto rows) { launch_rows_quant<F, OutT, rows(), false>(ctx, s, x, w.n, k, w, y); });
+  const int k = static_cast<int>(w.k);
+  with_rows(m, [&](auto rows) { launch_rows_quant<F, OutT, rows()>(ctx, s, w.n, k, w, y); });
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
