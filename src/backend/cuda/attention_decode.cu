@@ -12,6 +12,7 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -60,6 +61,7 @@ template <int D, int R>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_kernel(AttentionParams p, float scale_log2, int64_t keys_per_split,
                             float* __restrict__ part_acc, float* __restrict__ part_ml) {
+  device::begin_after_prior_kernels();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   constexpr int E = D / 32;
   const int64_t b = blockIdx.z, kvh = blockIdx.y;
@@ -151,6 +153,7 @@ template <int D>
 __global__ void attention_merge_kernel(AttentionParams p, int splits, int rows,
                                        const float* __restrict__ part_acc,
                                        const float* __restrict__ part_ml) {
+  device::begin_after_prior_kernels();
   const int64_t idx = blockIdx.x;  // (b * kv_heads + kvh) * rows + r
   const int r = static_cast<int>(idx % rows);
   const int64_t bk = idx / rows, kvh = bk % p.num_kv_heads, b = bk / p.num_kv_heads;
@@ -177,8 +180,8 @@ void launch_decode(KernelContext& ctx, const AttentionParams& p, const Split& sp
                    float* part_ml) {
   const dim3 grid(static_cast<unsigned>(sp.splits), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(p.batch));
-  attention_decode_kernel<D, R><<<grid, kThreads, 0, ctx.stream()>>>(
-      p, p.scale * kLog2e, sp.keys_per_split, part_acc, part_ml);
+  launch_kernel(ctx, attention_decode_kernel<D, R>, grid, kThreads, 0, p, p.scale * kLog2e,
+                sp.keys_per_split, part_acc, part_ml);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
@@ -196,8 +199,8 @@ void decode_for_dim(KernelContext& ctx, const AttentionParams& p, const Split& s
   }
   if (sp.splits > 1) {
     const auto blocks = static_cast<unsigned>(p.batch * p.num_kv_heads * rows);
-    attention_merge_kernel<D>
-        <<<blocks, D, 0, ctx.stream()>>>(p, sp.splits, rows, part_acc, part_ml);
+    launch_kernel(ctx, attention_merge_kernel<D>, blocks, D, 0, p, sp.splits, rows, part_acc,
+                  part_ml);
     MISTRAL_CUDA_CHECK_LAUNCH();
   }
 }

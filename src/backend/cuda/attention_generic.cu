@@ -9,6 +9,7 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 
 namespace mistral::cuda {
 namespace {
@@ -20,6 +21,7 @@ constexpr int kWarpsPerBlock = 4;
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     attention_generic_kernel(AttentionParams p, int64_t queries) {
+  device::begin_after_prior_kernels();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   const int64_t query = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (query >= queries) return;
@@ -82,8 +84,8 @@ void attention_generic(KernelContext& ctx, const AttentionParams& p) {
   check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
   const int64_t queries = p.batch * p.new_tokens * p.num_heads;
   const int64_t blocks = (queries + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  attention_generic_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-      p, queries);
+  launch_kernel(ctx, attention_generic_kernel, static_cast<unsigned>(blocks), kWarpsPerBlock * 32,
+                0, p, queries);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 

@@ -13,6 +13,7 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -28,6 +29,7 @@ constexpr int kKeyTile = 64;
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     attention_prefill_kernel(AttentionParams p, float scale_log2) {
+  device::begin_after_prior_kernels();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   // Rows padded by 16 bytes: the 32 lanes' fragment reads then fall in distinct banks.
   constexpr int kStride = D + 8;
@@ -225,9 +227,9 @@ void attention_prefill(KernelContext& ctx, const AttentionParams& p) {
                   static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.batch));
   const float scale_log2 = p.scale * kLog2e;
   if (p.head_dim == 128) {
-    attention_prefill_kernel<128><<<grid, kThreads, 0, ctx.stream()>>>(p, scale_log2);
+    launch_kernel(ctx, attention_prefill_kernel<128>, grid, kThreads, 0, p, scale_log2);
   } else {
-    attention_prefill_kernel<64><<<grid, kThreads, 0, ctx.stream()>>>(p, scale_log2);
+    launch_kernel(ctx, attention_prefill_kernel<64>, grid, kThreads, 0, p, scale_log2);
   }
   MISTRAL_CUDA_CHECK_LAUNCH();
 }

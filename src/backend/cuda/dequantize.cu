@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -14,6 +16,7 @@ template <WeightFormat F>
 __global__ void dequantize_kernel(const uint8_t* __restrict__ data,
                                   const __half* __restrict__ scales, int64_t k, int64_t row_begin,
                                   int64_t rows, bf16* __restrict__ out) {
+  device::begin_after_prior_kernels();
   const int64_t groups = k / kQuantGroup;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * groups) return;
@@ -72,11 +75,11 @@ void dequantize(KernelContext& ctx, const DeviceWeight& w, int64_t row_begin, in
   const auto blocks = static_cast<unsigned>((work + threads - 1) / threads);
   const auto* data = static_cast<const uint8_t*>(w.data);
   if (w.format == WeightFormat::kInt8) {
-    dequantize_kernel<WeightFormat::kInt8>
-        <<<blocks, threads, 0, ctx.stream()>>>(data, w.scales, w.k, row_begin, rows, out);
+    launch_kernel(ctx, dequantize_kernel<WeightFormat::kInt8>, blocks, threads, 0, data, w.scales,
+                  w.k, row_begin, rows, out);
   } else {
-    dequantize_kernel<WeightFormat::kInt4>
-        <<<blocks, threads, 0, ctx.stream()>>>(data, w.scales, w.k, row_begin, rows, out);
+    launch_kernel(ctx, dequantize_kernel<WeightFormat::kInt4>, blocks, threads, 0, data, w.scales,
+                  w.k, row_begin, rows, out);
   }
   MISTRAL_CUDA_CHECK_LAUNCH();
 }

@@ -11,6 +11,30 @@ namespace mistral::cuda::device {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
+// Programmatic dependent launch (sm_90 and later; no-ops before). Every kernel started through
+// launch_kernel (kernel_launch.h) may begin while the kernel before it in the stream still runs,
+// so it must call wait_for_prior_kernels() before it reads anything an earlier kernel wrote and
+// before it writes anything, and every thread must call it (also one that exits early: a kernel
+// completes only after its wait, which keeps the chain of completions in stream order). What it
+// does before the wait may only read memory no kernel in the stream writes (weights).
+// allow_next_kernel() lets the next kernel's blocks be scheduled (they wait in turn); called
+// first thing, since the next kernel waits for this one's completion anyway.
+__device__ __forceinline__ void wait_for_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Both, for kernels that read nothing before their inputs.
+__device__ __forceinline__ void begin_after_prior_kernels() {
+  allow_next_kernel();
+  wait_for_prior_kernels();
+}
+
 // D = A * B + C for one warp, m16n8k16, bf16 inputs, float32 accumulation. Fragments (PTX ISA,
 // "mma.m16n8k16"), with g = lane / 4 and t = lane % 4:
 //   a[0]: A[g][2t, 2t+1]    a[1]: A[g+8][2t, 2t+1]  a[2]: A[g][2t+8, 2t+9]  a[3]: A[g+8][2t+8,

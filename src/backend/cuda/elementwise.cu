@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -69,6 +70,7 @@ template <typename T, int V>
 __global__ void __launch_bounds__(kNormThreads)
     rmsnorm_kernel(const T* __restrict__ x, T* residual, const T* delta, int64_t n,
                    const T* __restrict__ weight, float eps, T* y) {
+  device::begin_after_prior_kernels();
   const int64_t row = blockIdx.x;
   const T* xr = (delta != nullptr ? residual : x) + row * n;
   float sum_sq = 0.0f;
@@ -105,11 +107,11 @@ void launch_rmsnorm(KernelContext& ctx, const T* x, T* residual, const T* delta,
                    aligned16(delta != nullptr ? delta : x) &&
                    (residual == nullptr || aligned16(residual));
   if (vec) {
-    rmsnorm_kernel<T, kVec<T>><<<static_cast<unsigned>(m), kNormThreads, 0, ctx.stream()>>>(
-        x, residual, delta, n, weight, eps, y);
+    launch_kernel(ctx, rmsnorm_kernel<T, kVec<T>>, static_cast<unsigned>(m), kNormThreads, 0, x,
+                  residual, delta, n, weight, eps, y);
   } else {
-    rmsnorm_kernel<T, 1><<<static_cast<unsigned>(m), kNormThreads, 0, ctx.stream()>>>(
-        x, residual, delta, n, weight, eps, y);
+    launch_kernel(ctx, rmsnorm_kernel<T, 1>, static_cast<unsigned>(m), kNormThreads, 0, x, residual,
+                  delta, n, weight, eps, y);
   }
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
@@ -120,6 +122,7 @@ template <typename T>
 __global__ void rope_kernel(T* x, int64_t heads, T* x2, int64_t heads2, int64_t head_dim,
                             const int64_t* __restrict__ positions,
                             const float* __restrict__ inv_freq) {
+  device::begin_after_prior_kernels();
   const int64_t token = blockIdx.x;
   const int64_t half = head_dim / 2;
   const float pos = static_cast<float>(positions[token]);
@@ -143,6 +146,7 @@ __global__ void rope_kernel(T* x, int64_t heads, T* x2, int64_t heads2, int64_t 
 template <typename T, int V>
 __global__ void silu_mul_kernel(const T* __restrict__ gate, const T* __restrict__ up,
                                 T* __restrict__ out, int64_t n) {
+  device::begin_after_prior_kernels();
   for (int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < n;
        i += int64_t(gridDim.x) * blockDim.x * V) {
     float g[V], u[V];
@@ -156,6 +160,7 @@ __global__ void silu_mul_kernel(const T* __restrict__ gate, const T* __restrict_
 
 template <typename T, int V>
 __global__ void add_kernel(T* x, const T* __restrict__ y, int64_t n) {
+  device::begin_after_prior_kernels();
   for (int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < n;
        i += int64_t(gridDim.x) * blockDim.x * V) {
     float a[V], b[V];
@@ -170,6 +175,7 @@ __global__ void add_kernel(T* x, const T* __restrict__ y, int64_t n) {
 template <typename T>
 __global__ void embed_kernel(const bf16* __restrict__ table, int64_t vocab, int64_t hidden,
                              const int32_t* __restrict__ ids, T* __restrict__ out) {
+  device::begin_after_prior_kernels();
   const int64_t row = blockIdx.x;
   const int32_t id = ids[row];
   const bool ok = id >= 0 && id < vocab;
@@ -218,8 +224,8 @@ void rope_qk(KernelContext& ctx, T* q, T* k, int64_t tokens, int64_t heads, int6
   if (tokens == 0) return;
   const int64_t pairs = (heads + kv_heads) * head_dim / 2;
   const int threads = static_cast<int>(std::min<int64_t>(256, (pairs + 31) / 32 * 32));
-  rope_kernel<T><<<static_cast<unsigned>(tokens), threads, 0, ctx.stream()>>>(
-      q, heads, k, kv_heads, head_dim, positions, inv_freq);
+  launch_kernel(ctx, rope_kernel<T>, static_cast<unsigned>(tokens), threads, 0, q, heads, k,
+                kv_heads, head_dim, positions, inv_freq);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
@@ -234,10 +240,10 @@ void silu_mul(KernelContext& ctx, const T* gate, const T* up, T* out, int64_t n)
   MISTRAL_CHECK(n >= 0) << n;
   if (n == 0) return;
   if (n % kVec<T> == 0 && aligned16(gate) && aligned16(up) && aligned16(out)) {
-    silu_mul_kernel<T, kVec<T>>
-        <<<elementwise_blocks(ctx, n / kVec<T>), 256, 0, ctx.stream()>>>(gate, up, out, n);
+    launch_kernel(ctx, silu_mul_kernel<T, kVec<T>>, elementwise_blocks(ctx, n / kVec<T>), 256, 0,
+                  gate, up, out, n);
   } else {
-    silu_mul_kernel<T, 1><<<elementwise_blocks(ctx, n), 256, 0, ctx.stream()>>>(gate, up, out, n);
+    launch_kernel(ctx, silu_mul_kernel<T, 1>, elementwise_blocks(ctx, n), 256, 0, gate, up, out, n);
   }
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
@@ -247,9 +253,10 @@ void add(KernelContext& ctx, T* x, const T* y, int64_t n) {
   MISTRAL_CHECK(n >= 0) << n;
   if (n == 0) return;
   if (n % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
-    add_kernel<T, kVec<T>><<<elementwise_blocks(ctx, n / kVec<T>), 256, 0, ctx.stream()>>>(x, y, n);
+    launch_kernel(ctx, add_kernel<T, kVec<T>>, elementwise_blocks(ctx, n / kVec<T>), 256, 0, x, y,
+                  n);
   } else {
-    add_kernel<T, 1><<<elementwise_blocks(ctx, n), 256, 0, ctx.stream()>>>(x, y, n);
+    launch_kernel(ctx, add_kernel<T, 1>, elementwise_blocks(ctx, n), 256, 0, x, y, n);
   }
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
@@ -260,8 +267,8 @@ void embed(KernelContext& ctx, const bf16* table, int64_t vocab, int64_t hidden,
   MISTRAL_CHECK(vocab > 0 && hidden > 0 && n >= 0)
       << "embed vocab=" << vocab << " hidden=" << hidden << " n=" << n;
   if (n == 0) return;
-  embed_kernel<T>
-      <<<static_cast<unsigned>(n), 256, 0, ctx.stream()>>>(table, vocab, hidden, ids, out);
+  launch_kernel(ctx, embed_kernel<T>, static_cast<unsigned>(n), 256, 0, table, vocab, hidden, ids,
+                out);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 

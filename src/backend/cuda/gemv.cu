@@ -36,6 +36,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/gemv_rows.h"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -339,6 +340,7 @@ __device__ __forceinline__ void issue_run(const GemvArgs& a, int64_t tile, int r
 
 template <WeightFormat F, int NB, typename OutT, int kStages>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, OutT* __restrict__ y) {
+  device::begin_after_prior_kernels();
   using S = Step<F, NB>;
   constexpr int kOut = S::kOut;
   const int lane = threadIdx.x;
@@ -490,28 +492,28 @@ void check_weight(const DeviceWeight& w) {
 }
 
 template <WeightFormat F, int NB, typename OutT>
-void launch(const Plan& plan, const GemvArgs& a, OutT* y, cudaStream_t stream) {
+void launch(KernelContext& ctx, const Plan& plan, const GemvArgs& a, OutT* y) {
   auto* kernel = plan.stages == 4 ? gemv_kernel<F, NB, OutT, 4> : gemv_kernel<F, NB, OutT, 3>;
   const int smem = plan.stages * kStageBytes;
   MISTRAL_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  kernel<<<static_cast<unsigned>(plan.warps), kThreads, smem, stream>>>(a, y);
+  launch_kernel(ctx, kernel, static_cast<unsigned>(plan.warps), kThreads, smem, a, y);
 }
 
 template <WeightFormat F, typename OutT>
-void launch_quant(const Plan& plan, const GemvArgs& a, OutT* y, cudaStream_t stream) {
+void launch_quant(KernelContext& ctx, const Plan& plan, const GemvArgs& a, OutT* y) {
   switch ((a.m + 1) / 2) {
     case 1:
-      launch<F, 1>(plan, a, y, stream);
+      launch<F, 1>(ctx, plan, a, y);
       break;
     case 2:
-      launch<F, 2>(plan, a, y, stream);
+      launch<F, 2>(ctx, plan, a, y);
       break;
     case 3:
-      launch<F, 3>(plan, a, y, stream);
+      launch<F, 3>(ctx, plan, a, y);
       break;
     default:
-      launch<F, 4>(plan, a, y, stream);
+      launch<F, 4>(ctx, plan, a, y);
       break;
   }
 }
@@ -547,13 +549,13 @@ void gemv_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight&
   a.counters = ctx.counters();
   switch (w.format) {
     case WeightFormat::kBF16:
-      launch<WeightFormat::kBF16, 0>(plan, a, y, ctx.stream());
+      launch<WeightFormat::kBF16, 0>(ctx, plan, a, y);
       break;
     case WeightFormat::kInt8:
-      launch_quant<WeightFormat::kInt8>(plan, a, y, ctx.stream());
+      launch_quant<WeightFormat::kInt8>(ctx, plan, a, y);
       break;
     case WeightFormat::kInt4:
-      launch_quant<WeightFormat::kInt4>(plan, a, y, ctx.stream());
+      launch_quant<WeightFormat::kInt4>(ctx, plan, a, y);
       break;
   }
   MISTRAL_CUDA_CHECK_LAUNCH();

@@ -1,9 +1,13 @@
 // Decode GEMV streaming whole rows of W: y[m, n] = x[m, k] * W^T for m <= 8.
 //
 // One warp per row of W at a time (8 warps per block, consecutive rows). Each lane reads 16-byte
-// pieces of the row (pieces lane, lane + 32, ...), issuing 8 loads (4 KB per warp) before it uses
-// any, so every warp keeps a long contiguous span of the row in flight; W is read once, with
-// no-L1-allocate loads, and x (a few KB, shared by every warp) through the caches. Products are
+// pieces of the row (pieces lane, lane + 32, ...), issuing 4 loads (2 KB per warp) before it uses
+// any; W is read once, with no-L1-allocate loads, and x (a few KB, shared by every warp) through
+// the caches. Four loads per lane keep the registers at 36-54, so 32-56 warps fit an SM: on an
+// H200 this beat 8 loads (54-72 registers) end to end by 4% (bf16), 19% (int8) and 11% (int4);
+// 2 loads tied for bf16 and lost for int8/int4 (bench/RESULTS.md). Every kernel is started as a
+// programmatic dependent launch and issues its first weight loads before it waits for the
+// kernel before it (kernel_launch.h). Products are
 // summed in float32 with fmaf, element after element within a piece and piece after piece per
 // lane, then across lanes by a fixed xor-shuffle tree: the order does not depend on m, so a row
 // of x gives the same bits alone or in a batch, and on every run.
@@ -11,7 +15,8 @@
 // int8 / int4 weights: x is first quantized per row and group of 32 as the CPU backend does
 // (dx = max|x| / 127, xq = round-half-even(x * 127 / max|x|), into the context's scratch), so a
 // group's dot product is an exact integer sum of __dp4a products (int4: nibbles n as bytes, then
-// minus 8 * sum(xq)), scaled in float32 by the weight's f16 scale times dx.
+// minus 8 * sum(xq)), scaled in float32 by the weight's f16 scale times dx. A piece's scale is
+// loaded with the piece (not after it arrives: that was a second trip to memory per row).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -22,6 +27,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/gemv_rows.h"
+#include "backend/cuda/kernel_launch.h"
 
 namespace mistral::cuda {
 namespace {
@@ -29,29 +35,49 @@ namespace {
 using namespace device;
 
 constexpr int kWarps = 8;
-constexpr int kInFlight = 8;  // 16-byte loads per lane before the first use
+constexpr int kInFlight = 4;  // 16-byte loads per lane before the first use
 
-template <typename OutT, int M>
+// Pieces base + i * 32 + lane (i < L) of a row of `pieces` 16-byte pieces (zero past it).
+template <int L>
+__device__ __forceinline__ void load_pieces(const uint4* row, int pieces, int base, int lane,
+                                            uint4 (&out)[L]) {
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const int c = base + i * 32 + lane;
+    out[i] = c < pieces ? load_stream16(row + c) : make_uint4(0, 0, 0, 0);
+  }
+}
+// The scales of the same pieces' groups (group_of(piece)).
+template <int L, typename GroupOf>
+__device__ __forceinline__ void load_scales(const __half* row_scales, int pieces, int base,
+                                            int lane, GroupOf group_of, __half (&out)[L]) {
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const int c = base + i * 32 + lane;
+    out[i] = c < pieces ? __ldg(row_scales + group_of(c)) : __half();
+  }
+}
+
+template <typename OutT, int M, int L>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_rows_kernel(const bf16* __restrict__ x, int64_t n, int k, const bf16* __restrict__ w,
                      OutT* __restrict__ y) {
   const int lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= n) return;
+  allow_next_kernel();
+  if (row >= n) return wait_for_prior_kernels();
   const uint4* wr = reinterpret_cast<const uint4*>(w + row * int64_t(k));
   const int pieces = k / 8;
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  for (int base = 0; base < pieces; base += 32 * kInFlight) {
-    uint4 wv[kInFlight];
+  uint4 wv[L];
+  load_pieces(wr, pieces, 0, lane, wv);  // the weights: no kernel writes them
+  wait_for_prior_kernels();
+  for (int base = 0; base < pieces; base += 32 * L) {
+    if (base > 0) load_pieces(wr, pieces, base, lane, wv);
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
-      const int c = base + i * 32 + lane;
-      wv[i] = c < pieces ? load_stream16(wr + c) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
+    for (int i = 0; i < L; ++i) {
       const int c = base + i * 32 + lane;
       if (c < pieces) {
         const bf16* we = reinterpret_cast<const bf16*>(&wv[i]);
@@ -103,6 +129,7 @@ void with_rows(int64_t m, Fn&& f) {
 __global__ void quantize_x_kernel(const bf16* __restrict__ x, int64_t groups,
                                   int8_t* __restrict__ xq, float* __restrict__ dx,
                                   int* __restrict__ xsum) {
+  device::begin_after_prior_kernels();
   const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (g >= groups) return;
   float v[32];
@@ -149,7 +176,7 @@ __device__ __forceinline__ int dot16(uint4 w, uint4 x, int acc) {
 // (int4: byte j holds value j in its low nibble and value j + 16 in its high one). (Joining two
 // short int4 rows per warp, so that every lane has 8 loads in flight at k = 4096, measured 7%
 // slower end to end on the H100: fewer warps.)
-template <WeightFormat F, typename OutT, int M>
+template <WeightFormat F, typename OutT, int M, int L>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_rows_quant_kernel(const int8_t* __restrict__ xq, const float* __restrict__ dx,
                            const int* __restrict__ xsum, int64_t n, int k,
@@ -157,28 +184,36 @@ __global__ void __launch_bounds__(kWarps * 32)
                            OutT* __restrict__ y) {
   const int lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= n) return;
+  allow_next_kernel();
+  if (row >= n) return wait_for_prior_kernels();
   const int groups = k / 32;
   const int row_bytes = F == WeightFormat::kInt8 ? k : k / 2;
   const int pieces = row_bytes / 16;
   const uint4* wr = reinterpret_cast<const uint4*>(w + row * int64_t(row_bytes));
   const __half* sr = scales + row * int64_t(groups);
+  // A piece's group: int8 pieces are half a group, int4 pieces one.
+  auto group_of = [](int c) { return F == WeightFormat::kInt8 ? c / 2 : c; };
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  for (int base = 0; base < pieces; base += 32 * kInFlight) {
-    uint4 wv[kInFlight];
-#pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
-      const int c = base + i * 32 + lane;
-      wv[i] = c < pieces ? load_stream16(wr + c) : make_uint4(0, 0, 0, 0);
+  uint4 wv[L];
+  __half sv[L];
+  // The weights and their scales (no kernel writes them) are on their way together, so the
+  // scales cost no second trip to memory after the weights arrive.
+  load_pieces(wr, pieces, 0, lane, wv);
+  load_scales(sr, pieces, 0, lane, group_of, sv);
+  wait_for_prior_kernels();
+  for (int base = 0; base < pieces; base += 32 * L) {
+    if (base > 0) {
+      load_pieces(wr, pieces, base, lane, wv);
+      load_scales(sr, pieces, base, lane, group_of, sv);
     }
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
+    for (int i = 0; i < L; ++i) {
       const int c = base + i * 32 + lane;
       if (c < pieces) {
-        const int g = F == WeightFormat::kInt8 ? c / 2 : c;
-        const float scale = __half2float(sr[g]);
+        const int g = group_of(c);
+        const float scale = __half2float(sv[i]);
         const uint4 wq = wv[i];
         constexpr uint32_t kLow = 0x0f0f0f0fu;
         const uint4 lo = make_uint4(wq.x & kLow, wq.y & kLow, wq.z & kLow, wq.w & kLow);
@@ -219,16 +254,31 @@ QuantScratch quant_scratch(int64_t m, int64_t k) {
   return s;
 }
 
+// 16-byte loads each lane has in flight before it uses the first: kInFlight, or
+// MISTRAL_GEMV_INFLIGHT (2, 4 or 8; for benchmarks).
+template <typename Fn>
+void with_loads_in_flight(Fn&& f) {
+  static const int forced = [] {
+    const char* v = std::getenv("MISTRAL_GEMV_INFLIGHT");
+    return v != nullptr ? std::atoi(v) : kInFlight;
+  }();
+  if (forced == 2) return f(std::integral_constant<int, 2>());
+  if (forced == 8) return f(std::integral_constant<int, 8>());
+  return f(std::integral_constant<int, kInFlight>());
+}
+
 template <WeightFormat F, typename OutT, int M>
 void launch_rows_quant(KernelContext& ctx, const QuantScratch& s, int64_t n, int k,
                        const DeviceWeight& w, OutT* y) {
   auto* base = static_cast<uint8_t*>(ctx.scratch());
-  const int64_t blocks = (n + kWarps - 1) / kWarps;
-  gemv_rows_quant_kernel<F, OutT, M>
-      <<<static_cast<unsigned>(blocks), kWarps * 32, 0, ctx.stream()>>>(
-          reinterpret_cast<const int8_t*>(base + s.xq), reinterpret_cast<const float*>(base + s.dx),
-          reinterpret_cast<const int*>(base + s.xsum), n, k, static_cast<const uint8_t*>(w.data),
-          w.scales, y);
+  const auto blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
+  with_loads_in_flight([&](auto loads) {
+    launch_kernel(ctx, gemv_rows_quant_kernel<F, OutT, M, loads()>, blocks, kWarps * 32, 0,
+                  reinterpret_cast<const int8_t*>(base + s.xq),
+                  reinterpret_cast<const float*>(base + s.dx),
+                  reinterpret_cast<const int*>(base + s.xsum), n, k,
+                  static_cast<const uint8_t*>(w.data), w.scales, y);
+  });
 }
 
 template <WeightFormat F, typename OutT>
@@ -240,10 +290,9 @@ void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight
   auto* base = static_cast<uint8_t*>(ctx.scratch());
   const int64_t groups = m * (w.k / 32);
   constexpr int kThreads = 128;
-  quantize_x_kernel<<<static_cast<unsigned>((groups + kThreads - 1) / kThreads), kThreads, 0,
-                      ctx.stream()>>>(x, groups, reinterpret_cast<int8_t*>(base + s.xq),
-                                      reinterpret_cast<float*>(base + s.dx),
-                                      reinterpret_cast<int*>(base + s.xsum));
+  launch_kernel(ctx, quantize_x_kernel, static_cast<unsigned>((groups + kThreads - 1) / kThreads),
+                kThreads, 0, x, groups, reinterpret_cast<int8_t*>(base + s.xq),
+                reinterpret_cast<float*>(base + s.dx), reinterpret_cast<int*>(base + s.xsum));
   MISTRAL_CUDA_CHECK_LAUNCH();
   const int k = static_cast<int>(w.k);
   with_rows(m, [&](auto rows) { launch_rows_quant<F, OutT, rows()>(ctx, s, w.n, k, w, y); });
@@ -252,9 +301,10 @@ void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight
 
 template <typename OutT, int M>
 void launch_rows(KernelContext& ctx, const bf16* x, int64_t n, int k, const bf16* w, OutT* y) {
-  const int64_t blocks = (n + kWarps - 1) / kWarps;
-  gemv_rows_kernel<OutT, M>
-      <<<static_cast<unsigned>(blocks), kWarps * 32, 0, ctx.stream()>>>(x, n, k, w, y);
+  const auto blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
+  with_loads_in_flight([&](auto loads) {
+    launch_kernel(ctx, gemv_rows_kernel<OutT, M, loads()>, blocks, kWarps * 32, 0, x, n, k, w, y);
+  });
 }
 
 template <typename OutT>

@@ -33,6 +33,9 @@ class KernelContext {
   int device() const { return device_; }
   int num_sms() const { return props_.multiProcessorCount; }
   const cudaDeviceProp& props() const { return props_; }
+  // Whether launch_kernel starts kernels as programmatic dependent launches (sm_90 and later,
+  // unless the environment sets MISTRAL_CUDA_PDL=0).
+  bool overlap_launches() const { return overlap_launches_; }
 
   // Grows the scratch to at least `bytes` (never shrinks); an error names the bytes and the free
   // memory, and leaves the scratch empty (the old block is freed first, so the two need not fit
@@ -69,6 +72,7 @@ class KernelContext {
   cudaStream_t stream_ = nullptr;
   int device_ = 0;
   cudaDeviceProp props_{};
+  bool overlap_launches_ = false;
   cublasLtHandle_t lt_ = nullptr;
   DeviceBuffer lt_workspace_;
   DeviceBuffer scratch_;

@@ -6,6 +6,8 @@
 
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -15,6 +17,7 @@ namespace {
 // vector length allows it (a cache position holds whole kv_dim vectors, so paging keeps the
 // alignment).
 __global__ void store_kv_kernel(KvStoreParams p, int64_t first_kept, int64_t kv_dim) {
+  device::begin_after_prior_kernels();
   const int64_t first_seq_index =
       p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
   const int64_t kept = p.new_tokens - first_kept;
@@ -47,6 +50,7 @@ __global__ void record_slots_kernel(int64_t batch, int64_t new_tokens, int64_t f
                                     int64_t capacity, const uint8_t* __restrict__ new_valid,
                                     int64_t* __restrict__ slot_seq_index,
                                     uint8_t* __restrict__ slot_valid) {
+  device::begin_after_prior_kernels();
   if (first_seq_index_device != nullptr) first_seq_index = *first_seq_index_device;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t kept = new_tokens - first_kept;
@@ -84,8 +88,8 @@ void store_kv(KernelContext& ctx, const KvStoreParams& p) {
   const int threads =
       static_cast<int>(std::clamp<int64_t>((kv_dim / per_thread + 31) / 32 * 32, 32, 256));
   check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
-  store_kv_kernel<<<static_cast<unsigned>(blocks), threads, 0, ctx.stream()>>>(p, first_kept,
-                                                                               kv_dim);
+  launch_kernel(ctx, store_kv_kernel, static_cast<unsigned>(blocks), threads, 0, p, first_kept,
+                kv_dim);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
@@ -96,10 +100,9 @@ void record_kv_slots(KernelContext& ctx, int64_t batch, int64_t new_tokens, int6
   const int64_t n = batch * (new_tokens - first_kept);
   if (n == 0) return;
   constexpr int kThreads = 256;
-  record_slots_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0,
-                        ctx.stream()>>>(batch, new_tokens, first_kept, first_seq_index,
-                                        first_seq_index_device, capacity, new_valid, slot_seq_index,
-                                        slot_valid);
+  launch_kernel(ctx, record_slots_kernel, static_cast<unsigned>((n + kThreads - 1) / kThreads),
+                kThreads, 0, batch, new_tokens, first_kept, first_seq_index, first_seq_index_device,
+                capacity, new_valid, slot_seq_index, slot_valid);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 

@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_util.cuh"
+#include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
 
 namespace mistral::cuda {
@@ -95,6 +97,7 @@ __device__ int32_t block_argmax(const float* row, int64_t vocab) {
 
 __global__ void __launch_bounds__(kThreads)
     argmax_kernel(const float* __restrict__ logits, int64_t vocab, int32_t* __restrict__ ids) {
+  device::begin_after_prior_kernels();
   const int32_t best = block_argmax(logits + blockIdx.x * vocab, vocab);
   if (threadIdx.x == 0) ids[blockIdx.x] = best;
 }
@@ -124,6 +127,7 @@ __global__ void __launch_bounds__(kThreads)
     sample_kernel(const float* __restrict__ logits, int64_t vocab,
                   const SampleParams* __restrict__ params, RngState* __restrict__ states,
                   int32_t* __restrict__ ids) {
+  device::begin_after_prior_kernels();
   __shared__ Shared sh;
   const int64_t r = blockIdx.x;
   const float* row = logits + r * vocab;
@@ -369,7 +373,7 @@ void init_rng(KernelContext& ctx, const uint64_t* seeds_host, int64_t rows, RngS
 void argmax(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab, int32_t* ids) {
   MISTRAL_CHECK(rows >= 0 && vocab > 0) << "argmax rows=" << rows << " vocab=" << vocab;
   if (rows == 0) return;
-  argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, ctx.stream()>>>(logits, vocab, ids);
+  launch_kernel(ctx, argmax_kernel, static_cast<unsigned>(rows), kThreads, 0, logits, vocab, ids);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
@@ -378,8 +382,8 @@ void sample(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab
   MISTRAL_CHECK(rows >= 0 && vocab > 0 && vocab < (int64_t{1} << 24))
       << "sample rows=" << rows << " vocab=" << vocab;
   if (rows == 0) return;
-  sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, ctx.stream()>>>(logits, vocab, params,
-                                                                            states, ids);
+  launch_kernel(ctx, sample_kernel, static_cast<unsigned>(rows), kThreads, 0, logits, vocab, params,
+                states, ids);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
