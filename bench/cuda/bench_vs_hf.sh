@@ -41,6 +41,7 @@ if [[ -n "${EXTRA:-}" ]]; then  # EXTRA=1: the earlier ones off in turn too
   MISTRAL_CUDA_JOIN=0 run_ours bf16-b1-nojoin "${shape[@]}"
   MISTRAL_GEMV_KERNEL=pipelined run_ours bf16-b1-pipelined "${shape[@]}"
 fi
+run_ours bf16-b1-ctx4k --prompt-tokens 3968 --new-tokens 128 --runs 3
 run_ours int8-b1 --weights int8 "${shape[@]}"
 MISTRAL_CUDA_PDL=0 run_ours int8-b1-nopdl --weights int8 "${shape[@]}"
 run_ours int4-b1 --weights int4 "${shape[@]}"

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <type_traits>
 
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -22,38 +24,61 @@ using namespace device;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int64_t kMinKeysPerSplit = 32;
+// Splits: enough for kBlocksPerSm blocks per SM over all (row, kv head) pairs, each of at least
+// kMinKeysPerSplit keys. On an H200 (7B, decode at 640 and 4,096 keys) 4 blocks and 16 keys beat 2
+// and 32 by 3% and 12% end to end; 8 and 8, 16 and 4 or 4 and 8 were no better (bench/RESULTS.md).
+// MISTRAL_ATTN_BLOCKS_PER_SM and MISTRAL_ATTN_MIN_KEYS override them (for benchmarks).
+constexpr int kMinKeysPerSplit = 16;
+constexpr int kBlocksPerSm = 4;
+constexpr int kKeysInFlight = 8;  // per warp
 
 struct Split {
   int splits;
   int64_t keys_per_split;
 };
 
+int env_or(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+}
+
 Split plan_splits(const KernelContext& ctx, const AttentionParams& p) {
+  static const int64_t min_keys = std::max(1, env_or("MISTRAL_ATTN_MIN_KEYS", kMinKeysPerSplit));
+  static const int64_t blocks_per_sm =
+      std::max(1, env_or("MISTRAL_ATTN_BLOCKS_PER_SM", kBlocksPerSm));
   const int64_t keys = p.capacity + p.new_tokens;
   const int64_t heads = p.batch * p.num_kv_heads;
-  int64_t splits = (int64_t{2} * ctx.num_sms() + heads - 1) / heads;
-  splits = std::clamp<int64_t>(splits, 1, std::max<int64_t>(1, keys / kMinKeysPerSplit));
+  int64_t splits = (blocks_per_sm * ctx.num_sms() + heads - 1) / heads;
+  splits = std::clamp<int64_t>(splits, 1, std::max<int64_t>(1, keys / min_keys));
   splits = std::min<int64_t>(splits, 1024);
   const int64_t per = (keys + splits - 1) / splits;
   return {static_cast<int>((keys + per - 1) / per), per};
 }
 
-// Loads E bf16 (E = 2 or 4: 4 or 8 bytes) as float.
+// E bf16 (E = 2 or 4: 4 or 8 bytes) as loaded, and as float.
 template <int E>
-__device__ __forceinline__ void load_row(const bf16* p, float (&f)[E]) {
+using RawRow = std::conditional_t<E == 4, uint2, uint32_t>;
+template <int E>
+__device__ __forceinline__ RawRow<E> load_raw(const bf16* p) {
+  return *reinterpret_cast<const RawRow<E>*>(p);
+}
+template <int E>
+__device__ __forceinline__ void to_floats(RawRow<E> raw, float (&f)[E]) {
   if constexpr (E == 4) {
-    const uint2 raw = *reinterpret_cast<const uint2*>(p);
     const float2 a = __bfloat1622float2(as_bf162(raw.x)), b = __bfloat1622float2(as_bf162(raw.y));
     f[0] = a.x;
     f[1] = a.y;
     f[2] = b.x;
     f[3] = b.y;
   } else {
-    const float2 a = __bfloat1622float2(as_bf162(*reinterpret_cast<const uint32_t*>(p)));
+    const float2 a = __bfloat1622float2(as_bf162(raw));
     f[0] = a.x;
     f[1] = a.y;
   }
+}
+template <int E>
+__device__ __forceinline__ void load_row(const bf16* p, float (&f)[E]) {
+  to_floats<E>(load_raw<E>(p), f);
 }
 
 // R: the largest row count this instance takes (rows = T * group <= R).
@@ -85,26 +110,46 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t begin = split * keys_per_split;
   const int64_t end = std::min(begin + keys_per_split, p.capacity + p.new_tokens);
-  for (int64_t j = begin + warp; j < end; j += kWarps) {
-    const bf16 *k_src, *v_src;
-    const int64_t seq = key_at(p, b, kvh, j, &k_src, &v_src);
-    if (seq < 0) continue;  // uniform across the warp
-    float k[E], v[E];
-    load_row<E>(k_src + lane * E, k);
-    load_row<E>(v_src + lane * E, v);
+  // A warp takes keys begin + warp, + kWarps, ... in that order, kKeysInFlight at a time: the
+  // slot, table, key and value loads of all of them are issued before the first is used (one key
+  // at a time, each key was two dependent trips to memory, 22 us per layer at 640 keys on an
+  // H200). Every slot of the pool is a valid address, so the loads do not wait for validity.
+  for (int64_t j0 = begin + warp; j0 < end; j0 += kWarps * kKeysInFlight) {
+    RawRow<E> k_raw[kKeysInFlight], v_raw[kKeysInFlight];
+    int64_t seq[kKeysInFlight];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (r >= rows || !visible(p.first_seq_index + r / group, seq, p.sliding_window)) continue;
-      float dot = 0.0f;
+    for (int u = 0; u < kKeysInFlight; ++u) {
+      const int64_t j = j0 + int64_t(u) * kWarps;
+      seq[u] = -1;
+      if (j < end) {
+        const bf16 *k_src, *v_src;
+        seq[u] = key_at(p, b, kvh, j, &k_src, &v_src);
+        k_raw[u] = load_raw<E>(k_src + lane * E);
+        v_raw[u] = load_raw<E>(v_src + lane * E);
+      }
+    }
 #pragma unroll
-      for (int e = 0; e < E; ++e) dot = fmaf(q[r][e], k[e], dot);
-      const float s = warp_sum(dot) * scale_log2;
-      const float new_max = fmaxf(row_max[r], s);
-      const float alpha = exp2f(row_max[r] - new_max), w = exp2f(s - new_max);
-      row_max[r] = new_max;
-      row_sum[r] = row_sum[r] * alpha + w;
+    for (int u = 0; u < kKeysInFlight; ++u) {
+      if (seq[u] < 0) continue;  // uniform across the warp
+      float k[E], v[E];
+      to_floats<E>(k_raw[u], k);
+      to_floats<E>(v_raw[u], v);
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc[r][e] = fmaf(w, v[e], acc[r][e] * alpha);
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows || !visible(p.first_seq_index + r / group, seq[u], p.sliding_window)) {
+          continue;
+        }
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; ++e) dot = fmaf(q[r][e], k[e], dot);
+        const float s = warp_sum(dot) * scale_log2;
+        const float new_max = fmaxf(row_max[r], s);
+        const float alpha = exp2f(row_max[r] - new_max), w = exp2f(s - new_max);
+        row_max[r] = new_max;
+        row_sum[r] = row_sum[r] * alpha + w;
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[r][e] = fmaf(w, v[e], acc[r][e] * alpha);
+      }
     }
   }
 

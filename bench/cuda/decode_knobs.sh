@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sweeps the decode knobs of the CUDA backend on a GPU machine, end to end (random 7B, 512-token
+# prompt, 128 decode steps, best of 2) and per GEMV shape (gemv_bench): loads in flight per lane
+# in the row GEMV (MISTRAL_GEMV_INFLIGHT) and the split plan of decode attention
+# (MISTRAL_ATTN_BLOCKS_PER_SM, MISTRAL_ATTN_MIN_KEYS, also at 4,096 keys). The defaults in
+# gemv_rows.cu and attention_decode.cu were picked with it (bench/RESULTS.md).
+# Usage (repository root, after stage_device.sh and `source bench/cuda/device_env.sh`):
+#   bench/cuda/decode_knobs.sh OUT_DIR [WORK_DIR]
+set -uo pipefail
+out=${1:?usage: decode_knobs.sh OUT_DIR [WORK_DIR]}
+work=${2:-/tmp/mb}
+bin=${DEVICE_DIR:-.device_cuda}/mistral
+mkdir -p "$out" "$work"
+[[ -f "$work/m7b/config.json" ]] ||
+  "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null
+decode() {  # LABEL ARGS...: prints LABEL, decode tok/s and ms per token
+  local label=$1; shift
+  "$bin" bench --device cuda --model "$work/m7b" --new-tokens 128 --runs 2 "$@" \
+    > "$out/run.json" 2> "$out/run.err" || { echo "$label: failed"; tail -2 "$out/run.err"; return; }
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); t=d['decode_tok_s']; \
+print(f'{sys.argv[2]:55s} {t:8.1f} tok/s {1000/t:7.3f} ms')" "$out/run.json" "$label"
+}
+for loads in 2 4 8; do
+  MISTRAL_GEMV_INFLIGHT=$loads "${DEVICE_DIR:-.device_cuda}/gemv_bench" --samples 5 \
+    --peak-gbs 4814 > "$out/gemv-inflight$loads.txt" 2>&1
+  for w in bf16 int8 int4; do
+    args=(--prompt-tokens 512)
+    [[ $w == bf16 ]] || args+=(--weights "$w")
+    MISTRAL_GEMV_INFLIGHT=$loads decode "loads in flight $loads, $w" "${args[@]}"
+  done
+done
+for cfg in "2 32" "4 16" "8 8" "4 8" "16 4"; do
+  set -- $cfg
+  for prompt in 512 3968; do
+    MISTRAL_ATTN_BLOCKS_PER_SM=$1 MISTRAL_ATTN_MIN_KEYS=$2 \
+      decode "attention $1 blocks/SM, >= $2 keys/split, prompt $prompt" --prompt-tokens "$prompt"
+  done
+done
