@@ -1,7 +1,8 @@
 // The int8/int4 weight matmul (backend/cpu/quantized_matmul.h): both tile kernels against a
 // double-precision reference built from the same quantized activations and the dequantized
 // weights, over shapes with short tiles, odd row counts and group counts that are not multiples
-// of the 16-group scale blocks; the activation quantization's error bound; and the whole matmul
+// of the 16-group scale blocks (and, from 4 rows of x on, the packed-panel GEMM with short panels
+// and every micro-kernel height); the activation quantization's error bound; and the whole matmul
 // against a float matmul of the dequantized weights.
 #include <gtest/gtest.h>
 
@@ -72,7 +73,11 @@ TEST_P(QuantizedMatmulTest, MatchesTheReference) {
     for (Shape s :
          {Shape{1, 1, G}, Shape{1, 5, 2 * G}, Shape{2, 4, 3 * G}, Shape{3, 7, 17 * G},
           Shape{4, 13, 16 * G}, Shape{5, 9, 33 * G}, Shape{9, 6, 5 * G}, Shape{1, 67, 64 * G},
-          Shape{1, 9, 17 * G}, Shape{1, 70, 35 * G}, Shape{1, 3, 3 * G}, Shape{1, 601, 3 * G}}) {
+          Shape{1, 9, 17 * G}, Shape{1, 70, 35 * G}, Shape{1, 3, 3 * G}, Shape{1, 601, 3 * G},
+          // The packed-panel GEMM (m >= 4): panels of 32 columns, full and short, micro-kernels
+          // of 6 rows and the remainders 1-5, a group count that is not a multiple of 8.
+          Shape{6, 32, 2 * G}, Shape{7, 33, G}, Shape{11, 64, 9 * G}, Shape{17, 95, 4 * G},
+          Shape{64, 40, 35 * G}}) {
       std::vector<float> w = randn(s.n * s.k, 1, 0.02f);
       std::vector<float> x = randn(s.m * s.k, 2);
       const Tensor q = quantized(w, s.n, s.k, type);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_features.h"
+#include "backend/cpu/quantized_gemm.h"
 #include "core/check.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
@@ -12,6 +13,8 @@ namespace mistral::cpu {
 namespace {
 
 constexpr int64_t G = kQuantGroupSize;
+// From this many rows of x on, the packed-panel GEMM (quantized_gemm.h) instead of 4 x 4 tiles.
+constexpr int64_t kGemmMinRows = 4;
 
 }  // namespace
 
@@ -137,6 +140,10 @@ void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
         decode_rows_avx512_vnni(xr, 1, &w1, &dw1, y + r);
       }
     });
+    return;
+  }
+  if (vnni && m >= kGemmMinRows) {  // prefill: columns in lanes, packed panels
+    quantized_gemm_avx512_vnni(xq, w, y);
     return;
   }
   const int8_t* xvalues = xq.values.data();
