@@ -211,12 +211,19 @@ void copy_int4_layout(const Tensor& w, QuantLayout to, uint8_t* values, F16* sca
   const bool pack = to == QuantLayout::kInt4Tiles16;
   ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end) {
     for (int64_t b = static_cast<int64_t>(begin); b < static_cast<int64_t>(end); ++b) {
+      uint8_t* const tiles = (pack ? values : const_cast<uint8_t*>(src)) + b * groups * 256;
+      uint8_t* const rows =
+          (pack ? const_cast<uint8_t*>(src) : values) + b * kInt4TileRows * row_bytes;
       for (int64_t g = 0; g < groups; ++g) {  // the tiles in order, 64 bytes at a time
-        for (int64_t c = 0; c < 4; ++c) {
-          for (int64_t r = 0; r < kInt4TileRows; ++r) {
-            const int64_t tv = ((b * groups + g) * 4 + c) * 64 + 4 * r;
-            const int64_t rv = (b * kInt4TileRows + r) * row_bytes + g * (G / 2) + 4 * c;
-            std::memcpy(values + (pack ? tv : rv), src + (pack ? rv : tv), 4);
+        uint8_t* tile = tiles + g * 256;
+        for (int64_t r = 0; r < kInt4TileRows; ++r) {
+          uint8_t* row = rows + r * row_bytes + g * (G / 2);
+          for (int64_t c = 0; c < 4; ++c) {
+            if (pack) {
+              std::memcpy(tile + c * 64 + 4 * r, row + 4 * c, 4);
+            } else {
+              std::memcpy(row + 4 * c, tile + c * 64 + 4 * r, 4);
+            }
           }
         }
         for (int64_t r = 0; r < kInt4TileRows; ++r) {
