@@ -160,6 +160,20 @@ TEST(Int4TilesTest, BlockKernelsGiveTheExactGroupSums) {
         cpu::int4_tile_block_portable(a);
         for (int i = 0; i < 4; ++i) a.y[i] = fast.data() + i * n;
         if (vnni) cpu::int4_tile_block_avx512_vnni(a);
+        if (mx == 1) {  // decode's two blocks in one pass (here the same block twice)
+          std::vector<float> second(n, -1.0f);
+          a.values2 = a.values;
+          a.scales2 = a.scales;
+          a.y2 = second.data();
+          cpu::int4_tile_block_portable(a);
+          EXPECT_EQ(second, std::vector<float>(portable.begin(), portable.begin() + n));
+          if (vnni) {
+            cpu::int4_tile_block_avx512_vnni(a);
+            EXPECT_EQ(second, std::vector<float>(portable.begin(), portable.begin() + n));
+            EXPECT_EQ(std::vector<float>(fast.begin(), fast.begin() + n), second);
+          }
+          a.values2 = nullptr;
+        }
         for (int i = 0; i < mx; ++i) {
           const std::vector<double> want = exact_block(
               w.tensor, std::vector<int8_t>(x.begin() + i * k, x.begin() + (i + 1) * k),

@@ -13,6 +13,14 @@ void int4_tile_offsets(const int8_t* x, int64_t groups, int32_t* xs) {
 }
 
 void int4_tile_block_portable(const Int4TileArgs& a) {
+  if (a.values2 != nullptr) {
+    Int4TileArgs second = a;
+    second.values = a.values2;
+    second.scales = a.scales2;
+    second.y[0] = a.y2;
+    second.values2 = nullptr;
+    int4_tile_block_portable(second);
+  }
   for (int i = 0; i < a.mx; ++i) {
     for (int64_t r = 0; r < kInt4TileRows; ++r) {
       float acc = 0.0f;

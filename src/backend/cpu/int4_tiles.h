@@ -26,6 +26,12 @@ struct Int4TileArgs {
   const uint8_t* values = nullptr;  // the block's groups * 256 value bytes
   const F16* scales = nullptr;      // the block's groups * 16 scales
   float* y[4] = {};                 // 16 outputs per activation row (rows 16b .. 16b + 15)
+  // Decode (mx == 1) may add a second block, computed in the same pass: a thread then reads two
+  // sequential streams that share the activation loads, 6-12% faster than one block at a time
+  // on one Zen 4 core, in L2 or from DRAM.
+  const uint8_t* values2 = nullptr;
+  const F16* scales2 = nullptr;
+  float* y2 = nullptr;
 };
 
 // The per-group offsets that Int4TileArgs::xs holds: xs[g] = -8 * sum of x[32g .. 32g + 31].

@@ -61,9 +61,44 @@ MISTRAL_AVX512_VNNI void block(const Int4TileArgs& a) {
   for (int i = 0; i < MX; ++i) _mm512_storeu_ps(a.y[i], acc[i]);
 }
 
+// Two blocks against one activation row; the activation broadcasts are loaded once for both.
+MISTRAL_AVX512_VNNI void two_blocks(const Int4TileArgs& a) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i high = _mm512_set1_epi8(static_cast<char>(0xf0));
+  const uint8_t* values[2] = {a.values, a.values2};
+  const F16* scales[2] = {a.scales, a.scales2};
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t g = 0; g < a.groups; ++g) {
+    const int8_t* x = a.x[0] + g * G;
+    const __m512i start = _mm512_set1_epi32(a.xs[0][g]);
+    __m512i sl[2] = {start, start}, sh[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      __m512i xl = broadcast4(x + 4 * c), xh = broadcast4(x + G / 2 + 4 * c);
+      asm("" : "+v"(xl), "+v"(xh));  // one broadcast each for both blocks
+      for (int b = 0; b < 2; ++b) {
+        __m512i v = _mm512_loadu_si512(values[b] + g * 256 + 64 * c);
+        asm("" : "+v"(v));
+        sl[b] = _mm512_dpbusd_epi32(sl[b], _mm512_and_si512(v, low), xl);
+        sh[b] = _mm512_dpbusd_epi32(sh[b], _mm512_and_si512(v, high), xh);
+      }
+    }
+    const __m512 dx = _mm512_set1_ps(a.dx[0][g]);
+    for (int b = 0; b < 2; ++b) {
+      const __m512 dw = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales[b] + g * kInt4TileRows)));
+      const __m512i dot = _mm512_add_epi32(sl[b], _mm512_srai_epi32(sh[b], 4));
+      acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dx, dw), acc[b]);
+    }
+  }
+  _mm512_storeu_ps(a.y[0], acc[0]);
+  _mm512_storeu_ps(a.y2, acc[1]);
+}
+
 }  // namespace
 
 void int4_tile_block_avx512_vnni(const Int4TileArgs& a) {
+  if (a.values2 != nullptr) return two_blocks(a);
   switch (a.mx) {
     case 1:
       return block<1>(a);

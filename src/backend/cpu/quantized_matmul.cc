@@ -28,6 +28,43 @@ void int4_tiles_matmul(const QuantizedRows& xq, const Tensor& w, float* y) {
   const bool vnni = cpu_features().avx512_vnni();
   const auto* values = static_cast<const uint8_t*>(w.data);
   const auto* scales = static_cast<const F16*>(w.scales);
+  auto run = [vnni](const Int4TileArgs& a) {
+    if (vnni) {
+      int4_tile_block_avx512_vnni(a);
+    } else {
+      int4_tile_block_portable(a);
+    }
+  };
+  if (m == 1) {  // each thread's share as two sequential streams, its halves, two blocks a pass
+    ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end) {
+      Int4TileArgs a;
+      a.groups = groups;
+      a.mx = 1;
+      a.x[0] = xq.values.data();
+      a.dx[0] = xq.scales.data();
+      a.xs[0] = xs;
+      const int64_t half = static_cast<int64_t>(end - begin) / 2;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t b0 = static_cast<int64_t>(begin) + i, b1 = b0 + half;
+        a.values = values + b0 * groups * (kInt4TileRows * G / 2);
+        a.scales = scales + b0 * groups * kInt4TileRows;
+        a.y[0] = y + b0 * kInt4TileRows;
+        a.values2 = values + b1 * groups * (kInt4TileRows * G / 2);
+        a.scales2 = scales + b1 * groups * kInt4TileRows;
+        a.y2 = y + b1 * kInt4TileRows;
+        run(a);
+      }
+      if ((end - begin) % 2 != 0) {
+        const int64_t b = static_cast<int64_t>(end) - 1;
+        a.values = values + b * groups * (kInt4TileRows * G / 2);
+        a.scales = scales + b * groups * kInt4TileRows;
+        a.y[0] = y + b * kInt4TileRows;
+        a.values2 = nullptr;
+        run(a);
+      }
+    });
+    return;
+  }
   ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end) {
     Int4TileArgs a;
     a.groups = groups;
@@ -41,15 +78,9 @@ void int4_tiles_matmul(const QuantizedRows& xq, const Tensor& w, float* y) {
           a.x[r] = xq.values.data() + (i + r) * k;
           a.dx[r] = xq.scales.data() + (i + r) * groups;
           a.xs[r] = xs + (i + r) * groups;
-          // Decode writes y directly; more rows go through `out` (y's rows are n apart).
-          a.y[r] = m == 1 ? y + b * kInt4TileRows : out[r];
+          a.y[r] = out[r];
         }
-        if (vnni) {
-          int4_tile_block_avx512_vnni(a);
-        } else {
-          int4_tile_block_portable(a);
-        }
-        if (m == 1) continue;
+        run(a);
         for (int r = 0; r < a.mx; ++r) {
           std::copy_n(out[r], kInt4TileRows, y + (i + r) * n + b * kInt4TileRows);
         }
