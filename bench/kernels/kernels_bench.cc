@@ -31,8 +31,8 @@ Tensor random_matrix(DType dtype, int64_t n, int64_t k) {
   return w;
 }
 
-// Args: tokens (m), output features (n), weights (0 = F32, 1 = BF16, 2 = int8, 3 = int4), input
-// features (k).
+// Args: tokens (m), output features (n), weights (0 = F32, 1 = BF16, 2 = int8, 3 = int4 in row
+// layout, 4 = int4 in the CPU backend's 16-row tiles), input features (k).
 void BM_Matmul(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
   const int64_t k = state.range(3);
@@ -40,6 +40,7 @@ void BM_Matmul(benchmark::State& state) {
   Tensor w = random_matrix(format == 0 ? DType::kF32 : DType::kBF16, n, k);
   if (format >= 2)
     w = quantize_matrix(w, format == 2 ? QuantType::kInt8 : QuantType::kInt4).value();
+  if (format == 4) w = pack_int4_tiles(w);
   std::vector<float> x(m * k, 0.01f), y(m * n);
   for (auto _ : state) {
     cpu::matmul(x.data(), m, w, y.data());
@@ -57,7 +58,9 @@ BENCHMARK(BM_Matmul)
     ->Args({1, 14336, 0, 4096})
     ->Args({1, 57344, 2, 4096})
     ->Args({1, 57344, 3, 4096})
+    ->Args({1, 57344, 4, 4096})
     ->Args({1, 4096, 3, 4096})
+    ->Args({1, 4096, 4, 4096})
     ->Args({1, 4096, 2, 4096})
     ->Args({16, 14336, 1, 4096})
     ->Args({64, 4096, 1, 4096})
@@ -65,6 +68,9 @@ BENCHMARK(BM_Matmul)
     ->Args({64, 4096, 1, 14336})
     ->Args({64, 4096, 2, 4096})
     ->Args({64, 4096, 3, 4096})
+    ->Args({64, 4096, 4, 4096})
+    ->Args({64, 14336, 4, 4096})
+    ->Args({64, 14336, 3, 4096})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -199,9 +199,97 @@ Result<Tensor> quantize_matrix(const Tensor& dense, QuantType type) {
   return q;
 }
 
+namespace {
+
+// Moves every 4-byte run of values and every scale between the two layouts of an int4 matrix
+// (int4_tile_value_offset and int4_tile_scale_index, unrolled).
+void copy_int4_layout(const Tensor& w, QuantLayout to, uint8_t* values, F16* scales) {
+  const int64_t n = w.shape[0], k = w.shape[1], groups = k / G, row_bytes = k / 2;
+  const int64_t blocks = n / kInt4TileRows, tiled_rows = blocks * kInt4TileRows;
+  const auto* src = static_cast<const uint8_t*>(w.data);
+  const auto* src_scales = static_cast<const F16*>(w.scales);
+  const bool pack = to == QuantLayout::kInt4Tiles16;
+  ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end) {
+    for (int64_t b = static_cast<int64_t>(begin); b < static_cast<int64_t>(end); ++b) {
+      uint8_t* const tiles = (pack ? values : const_cast<uint8_t*>(src)) + b * groups * 256;
+      uint8_t* const rows =
+          (pack ? const_cast<uint8_t*>(src) : values) + b * kInt4TileRows * row_bytes;
+      for (int64_t g = 0; g < groups; ++g) {  // the tiles in order, 64 bytes at a time
+        uint8_t* tile = tiles + g * 256;
+        for (int64_t r = 0; r < kInt4TileRows; ++r) {
+          uint8_t* row = rows + r * row_bytes + g * (G / 2);
+          for (int64_t c = 0; c < 4; ++c) {
+            if (pack) {
+              std::memcpy(tile + c * 64 + 4 * r, row + 4 * c, 4);
+            } else {
+              std::memcpy(row + 4 * c, tile + c * 64 + 4 * r, 4);
+            }
+          }
+        }
+        for (int64_t r = 0; r < kInt4TileRows; ++r) {
+          const int64_t tiled = (b * groups + g) * kInt4TileRows + r;
+          const int64_t rows = (b * kInt4TileRows + r) * groups + g;
+          scales[pack ? tiled : rows] = src_scales[pack ? rows : tiled];
+        }
+      }
+    }
+  });
+  // Rows past the last whole block: where kRows puts them in both layouts.
+  std::memcpy(values + tiled_rows * row_bytes, src + tiled_rows * row_bytes,
+              (n - tiled_rows) * row_bytes);
+  std::copy_n(src_scales + tiled_rows * groups, (n - tiled_rows) * groups,
+              scales + tiled_rows * groups);
+}
+
+Tensor copy_int4(const Tensor& w, QuantLayout to) {
+  Tensor values = Tensor::allocate(DType::kU8, quantized_value_shape(QuantType::kInt4, w.shape));
+  Tensor scales = Tensor::allocate(DType::kF16, quantized_scale_shape(w.shape));
+  copy_int4_layout(w, to, static_cast<uint8_t*>(values.mutable_data()),
+                   static_cast<F16*>(scales.mutable_data()));
+  Tensor q = make_quantized_view(QuantType::kInt4, w.shape, values.data, scales.data, values.owner);
+  q.scales_owner = scales.owner;
+  q.layout = to;
+  return q;
+}
+
+}  // namespace
+
+void pack_int4_tiles(const Tensor& w, uint8_t* values, F16* scales) {
+  MISTRAL_CHECK(w.quant == QuantType::kInt4 && w.layout == QuantLayout::kRows &&
+                w.shape.size() == 2 && !w.on_device)
+      << "pack_int4_tiles needs a host int4 matrix in row layout";
+  copy_int4_layout(w, QuantLayout::kInt4Tiles16, values, scales);
+}
+
+Tensor pack_int4_tiles(const Tensor& w) {
+  MISTRAL_CHECK(w.quant == QuantType::kInt4 && w.layout == QuantLayout::kRows &&
+                w.shape.size() == 2 && !w.on_device)
+      << "pack_int4_tiles needs a host int4 matrix in row layout";
+  return copy_int4(w, QuantLayout::kInt4Tiles16);
+}
+
+Tensor unpack_int4_tiles(const Tensor& w) {
+  MISTRAL_CHECK(w.quant == QuantType::kInt4 && w.layout == QuantLayout::kInt4Tiles16 &&
+                w.shape.size() == 2 && !w.on_device)
+      << "unpack_int4_tiles needs a host int4 matrix in tile layout";
+  return copy_int4(w, QuantLayout::kRows);
+}
+
 void dequantize_row(const Tensor& q, int64_t row, float* out) {
   MISTRAL_CHECK(q.quantized()) << "dequantize_row: not a quantized tensor";
   const int64_t k = q.shape[1], groups = k / G;
+  if (q.layout == QuantLayout::kInt4Tiles16) {
+    const int64_t n = q.shape[0];
+    const auto* values = static_cast<const uint8_t*>(q.data);
+    const auto* scales = static_cast<const F16*>(q.scales);
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t g = j / G, i = j % G;
+      const uint8_t b = values[int4_tile_value_offset(n, k, row, g * (G / 2) + i % (G / 2))];
+      const int level = (i < G / 2 ? (b & 0x0f) : (b >> 4)) - 8;
+      out[j] = f16_to_float(scales[int4_tile_scale_index(n, k, row, g)]) * level;
+    }
+    return;
+  }
   const auto* s = static_cast<const F16*>(q.scales) + row * groups;
   const auto* values = static_cast<const uint8_t*>(q.data) + row * (q.value_bytes() / q.shape[0]);
   for (int64_t j = 0; j < k; ++j)

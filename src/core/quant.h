@@ -38,7 +38,28 @@ inline int quantized_level(QuantType type, const uint8_t* row, int64_t j) {
   return (i < half ? (b & 0x0f) : (b >> 4)) - 8;
 }
 
-// Row n of a quantized matrix as floats (out has K entries).
+// QuantLayout::kInt4Tiles16 (core/tensor.h) of an [n, k] int4 matrix: where byte `byte` (0 ..
+// k / 2 - 1) of row `row`'s packed values is in `data`, and where its group g's scale is in
+// `scales`.
+inline int64_t int4_tile_value_offset(int64_t n, int64_t k, int64_t row, int64_t byte) {
+  if (row >= n / kInt4TileRows * kInt4TileRows) return row * (k / 2) + byte;
+  const int64_t b = row / kInt4TileRows, r = row % kInt4TileRows, g = byte / 16, j = byte % 16;
+  return ((b * (k / kQuantGroupSize) + g) * 4 + j / 4) * 64 + 4 * r + j % 4;
+}
+inline int64_t int4_tile_scale_index(int64_t n, int64_t k, int64_t row, int64_t g) {
+  const int64_t groups = k / kQuantGroupSize;
+  if (row >= n / kInt4TileRows * kInt4TileRows) return row * groups + g;
+  return (row / kInt4TileRows * groups + g) * kInt4TileRows + row % kInt4TileRows;
+}
+// Copies a host int4 matrix in QuantLayout::kRows into the kInt4Tiles16 layout, at `values`
+// (value_bytes()) and `scales` (scale_bytes()). Runs on the global thread pool.
+void pack_int4_tiles(const Tensor& w, uint8_t* values, F16* scales);
+// The same into buffers the result owns.
+Tensor pack_int4_tiles(const Tensor& w);
+// A kRows copy of a kInt4Tiles16 matrix (e.g. to save it), in buffers the result owns.
+Tensor unpack_int4_tiles(const Tensor& w);
+
+// Row n of a quantized matrix as floats (out has K entries), in either layout.
 void dequantize_row(const Tensor& q, int64_t row, float* out);
 // The whole matrix as a new F32 tensor.
 Tensor dequantize_matrix(const Tensor& q);

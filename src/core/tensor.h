@@ -20,12 +20,26 @@ namespace mistral {
 enum class QuantType : uint8_t { kNone, kInt8, kInt4 };
 inline constexpr int64_t kQuantGroupSize = 32;
 
+// Where the bytes of a quantized matrix are. Both layouts hold the same bytes (the values and
+// scales of each group, unchanged), only their order differs.
+//   kRows: as QuantType describes, row after row (checkpoints and every backend's input).
+//   kInt4Tiles16 (int4 only; made by the CPU backend's place_weight, read by its kernels and by
+//     dequantize_row): the rows in blocks of kInt4TileRows, the N % 16 last rows left as in kRows.
+//     In block b, group g, the 256 value bytes are 4 vectors of 64 bytes: vector c holds, for
+//     rows r = 0..15 of the block in turn, bytes 4c..4c+3 of row 16b + r's group g (values 4c..4c+3
+//     in the low nibbles, 4c+16..4c+19 in the high ones). The 16 scales of the block's rows for
+//     group g follow one another. Offsets: values ((b * groups + g) * 4 + c) * 64 + 4r, scales
+//     (b * groups + g) * 16 + r; a row past the last whole block sits where kRows puts it.
+enum class QuantLayout : uint8_t { kRows, kInt4Tiles16 };
+inline constexpr int64_t kInt4TileRows = 16;
+
 struct Tensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
   std::shared_ptr<const void> owner;  // keeps `data` alive; may be null for borrowed views
   QuantType quant = QuantType::kNone;
+  QuantLayout layout = QuantLayout::kRows;   // when quantized
   const void* scales = nullptr;              // F16 [N, K / kQuantGroupSize] when quantized
   std::shared_ptr<const void> scales_owner;  // keeps `scales` alive
   // Set for weights a device backend placed in its memory (Backend::place_weight): `data` and

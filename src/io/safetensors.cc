@@ -301,14 +301,19 @@ void release_mapped_range(const void* data, size_t bytes) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-void MappedFile::prefault() const {
-  if (data_ == nullptr) return;
-  void* addr = const_cast<uint8_t*>(data_);
+void prefault_mapped_range(const void* data, size_t bytes) {
+  if (data == nullptr || bytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + bytes;
+  void* addr = reinterpret_cast<void*>(begin);
 #ifdef MADV_POPULATE_READ
-  if (::madvise(addr, size_, MADV_POPULATE_READ) == 0) return;
+  if (::madvise(addr, end - begin, MADV_POPULATE_READ) == 0) return;
 #endif
-  ::madvise(addr, size_, MADV_WILLNEED);
+  ::madvise(addr, end - begin, MADV_WILLNEED);
 }
+
+void MappedFile::prefault() const { prefault_mapped_range(data_, size_); }
 
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);

@@ -56,6 +56,10 @@ class MappedFile {
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  bool maps(const void* p) const {
+    const auto* b = static_cast<const uint8_t*>(p);
+    return data_ != nullptr && b >= data_ && b < data_ + size_;
+  }
   const std::string& path() const { return path_; }
   // Reads the whole file in and maps every page now, so that the first pass over the data (the
   // first request) runs as fast as later ones. Best effort: a kernel without MADV_POPULATE_READ
@@ -73,6 +77,8 @@ class MappedFile {
 // stay in the page cache and fault back in if read again). For data read once at load, such as
 // weights quantized into a new buffer, so that they stop counting towards resident memory.
 void release_mapped_range(const void* data, size_t bytes);
+// Maps the pages of [data, data + bytes) of a file mapping now, as MappedFile::prefault does.
+void prefault_mapped_range(const void* data, size_t bytes);
 
 class SafetensorsFile {
  public:
@@ -80,6 +86,7 @@ class SafetensorsFile {
 
   const std::string& path() const { return file_->path(); }
   void prefault() const { file_->prefault(); }
+  bool maps(const void* p) const { return file_->maps(p); }
   const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   // nullptr when absent.

@@ -38,6 +38,13 @@ class WeightSource {
   void prefault() const {
     for (const auto& f : files_) f->prefault();
   }
+  // Whether p points into one of the source's file mappings.
+  bool maps(const void* p) const {
+    for (const auto& f : files_) {
+      if (f->maps(p)) return true;
+    }
+    return false;
+  }
   // A short description for messages: the index or file path opened.
   const std::string& description() const { return description_; }
 

@@ -76,14 +76,18 @@ Status save_checkpoint(const ModelConfig& config, ModelWeights& weights, const s
     w.name = tensor_name(role, layer, CheckpointLayout::kHuggingFace);
     if (t.quantized()) {  // values and scales as they are; the config records the scheme
       out_config.quantization = t.quant;
-      w.dtype = t.dtype;
-      w.shape = quantized_value_shape(t.quant, t.shape);
-      w.data = t.data;
+      if (t.layout != QuantLayout::kRows) {  // the CPU backend's tiles: back to the file's rows
+        converted.push_back(unpack_int4_tiles(t));
+      }
+      const Tensor& q = t.layout != QuantLayout::kRows ? converted.back() : t;
+      w.dtype = q.dtype;
+      w.shape = quantized_value_shape(q.quant, q.shape);
+      w.data = q.data;
       TensorToWrite scales;
       scales.name = quant_scale_name(w.name);
       scales.dtype = DType::kF16;
       scales.shape = quantized_scale_shape(t.shape);
-      scales.data = t.scales;
+      scales.data = q.scales;
       tensors.push_back(std::move(w));
       tensors.push_back(std::move(scales));
       return;

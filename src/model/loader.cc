@@ -197,11 +197,29 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, std::unique_pt
                    "\" (not part of a MistralForCausalLM with this config)");
     }
   }
-  // Weights move to a device backend's memory here (a host backend keeps them as they are).
-  MISTRAL_RETURN_IF_ERROR(place_weights(config, weights, *backend));
-  // The first request must not pay for page faults; a source whose every tensor was converted,
-  // quantized or uploaded is no longer referenced and is unmapped when `source` goes.
-  if (source.use_count() > 1) source->prefault();
+  // Weights move to a device backend's memory here (a host backend keeps most as they are); the
+  // mapped pages of those copied elsewhere are dropped one by one, so that resident memory never
+  // holds both forms of the weights.
+  MISTRAL_RETURN_IF_ERROR(place_weights(config, weights, *backend, [&](const Tensor& t) {
+    if (source->maps(t.data)) release_mapped_range(t.data, t.value_bytes());
+    if (t.scales != nullptr && source->maps(t.scales)) {
+      release_mapped_range(t.scales, t.scale_bytes());
+    }
+  }));
+  // The first request must not pay for page faults: map the pages that the placed weights read
+  // from the checkpoint now. A source whose every tensor was converted, quantized or uploaded is
+  // no longer referenced and is unmapped when `source` goes.
+  if (source.use_count() > 1) {
+    auto prefault = [&](const Tensor& t) {
+      if (t.on_device) return;
+      if (source->maps(t.data)) prefault_mapped_range(t.data, t.value_bytes());
+      if (t.scales != nullptr && source->maps(t.scales)) {
+        prefault_mapped_range(t.scales, t.scale_bytes());
+      }
+    };
+    weights.for_each_tensor(config, [&](TensorRole, int64_t, Tensor& t) { prefault(t); });
+    if (config.tie_word_embeddings) prefault(weights.lm_head);
+  }
   const bool warm_up = backend->wants_warm_up();
   auto model = std::make_unique<Model>(std::move(config), std::move(weights), std::move(backend));
   if (warm_up) MISTRAL_RETURN_IF_ERROR(model->warm_up());

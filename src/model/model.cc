@@ -40,7 +40,11 @@ Status validate_inputs(std::span<const int32_t> ids, std::span<const uint8_t> ma
 
 }  // namespace
 
-Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend) {
+Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend,
+                     const std::function<void(const Tensor&)>& replaced) {
+  auto release = [&](const Tensor& before, const Tensor& after) {
+    if (replaced && before.data != after.data) replaced(before);
+  };
   auto name = [](TensorRole role, int64_t layer) {
     return tensor_name(role, layer, CheckpointLayout::kHuggingFace);
   };
@@ -56,7 +60,10 @@ Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& 
                                               std::to_string(parts.size() - 1) + " more)"));
     if (placed.empty()) return Status();  // placed one by one below
     whole = std::move(placed[0]);
-    for (size_t i = 0; i < parts.size(); ++i) *parts[i].second = std::move(placed[i + 1]);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      *parts[i].second = std::move(placed[i + 1]);
+      release(hosts[i], *parts[i].second);
+    }
     return Status();
   };
   for (int64_t l = 0; l < static_cast<int64_t>(weights.layers.size()); ++l) {
@@ -77,14 +84,18 @@ Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& 
       status = placed.status();
       return;
     }
+    const Tensor before = t;
     t = std::move(placed).value();
+    if (role != TensorRole::kEmbedding || !config.tie_word_embeddings) release(before, t);
   });
   MISTRAL_RETURN_IF_ERROR(status);
   if (config.tie_word_embeddings) {
     // The embedding was placed for lookups; the head multiplies by the same values.
+    const Tensor host = weights.lm_head;
     MISTRAL_ASSIGN_OR_RETURN(
         weights.lm_head,
         backend.place_weight(weights.lm_head, WeightUse::kMatrix, name(TensorRole::kLmHead, -1)));
+    if (weights.embedding.data != host.data) release(host, weights.lm_head);
   }
   return Status();
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -98,8 +99,12 @@ class Model {
   std::shared_ptr<void> recording_;
 };
 
-// Moves every weight to where `backend` computes (Backend::place_weight); a tied lm_head stays
-// the embedding's view. A no-op for host backends. Errors name the tensor.
-Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend);
+// Moves every weight to where `backend` computes (Backend::place_weight); a tied lm_head is
+// placed as a matrix from the embedding's values. Host backends keep most weights as they are.
+// `replaced`, if set, is called with each weight as the loader made it once its placed form has
+// stopped reading that memory (so that the caller can release mapped pages), one at a time as
+// they are placed, never for memory that another weight still reads. Errors name the tensor.
+Status place_weights(const ModelConfig& config, ModelWeights& weights, Backend& backend,
+                     const std::function<void(const Tensor&)>& replaced = nullptr);
 
 }  // namespace mistral

@@ -166,7 +166,7 @@ constexpr MicroKernel kMicroKernels[kRows + 1] = {nullptr,         micro_kernel<
 
 void quantized_gemm_avx512_vnni(const QuantizedRows& x, const Tensor& w, float* y) {
   const int64_t m = x.rows, n = w.shape[0], k = w.shape[1], groups = k / G;
-  MISTRAL_CHECK(x.cols == k && k % G == 0 && w.quantized())
+  MISTRAL_CHECK(x.cols == k && k % G == 0 && w.quantized() && w.layout == QuantLayout::kRows)
       << "quantized_gemm: x has " << x.cols << " columns, W is [" << n << ", " << k << "]";
   // The start of each group sum: -offset * the group's activation sum (offset 128 or 8).
   const int32_t offset = w.quant == QuantType::kInt4 ? 8 : 128;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_features.h"
+#include "backend/cpu/int4_tiles.h"
 #include "backend/cpu/quantized_gemm.h"
 #include "core/check.h"
 #include "core/quant.h"
@@ -13,8 +14,84 @@ namespace mistral::cpu {
 namespace {
 
 constexpr int64_t G = kQuantGroupSize;
-// From this many rows of x on, the packed-panel GEMM (quantized_gemm.h) instead of 4 x 4 tiles.
+// From this many rows of x on, a row-layout matrix goes through the packed-panel GEMM
+// (quantized_gemm.h) instead of 4 x 4 tiles.
 constexpr int64_t kGemmMinRows = 4;
+
+// The whole 16-row blocks of a QuantLayout::kInt4Tiles16 matrix (int4_tiles.h), m activation
+// rows at a time in fours; the rows past them are left to the row-layout kernels.
+void int4_tiles_matmul(const QuantizedRows& xq, const Tensor& w, float* y) {
+  const int64_t m = xq.rows, n = w.shape[0], k = w.shape[1], groups = k / G;
+  const int64_t blocks = n / kInt4TileRows;
+  thread_local std::vector<int32_t> offsets;  // the caller's thread writes; workers only read
+  offsets.resize(m * groups);
+  for (int64_t i = 0; i < m; ++i) {
+    int4_tile_offsets(xq.values.data() + i * k, groups, offsets.data() + i * groups);
+  }
+  const int32_t* xs = offsets.data();
+  const bool vnni = cpu_features().avx512_vnni();
+  const auto* values = static_cast<const uint8_t*>(w.data);
+  const auto* scales = static_cast<const F16*>(w.scales);
+  auto run = [vnni](const Int4TileArgs& a) {
+    if (vnni) {
+      int4_tile_block_avx512_vnni(a);
+    } else {
+      int4_tile_block_portable(a);
+    }
+  };
+  if (m == 1) {  // each thread's share as two sequential streams, its halves, two blocks a pass
+    ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end) {
+      Int4TileArgs a;
+      a.groups = groups;
+      a.mx = 1;
+      a.x[0] = xq.values.data();
+      a.dx[0] = xq.scales.data();
+      a.xs[0] = xs;
+      const int64_t half = static_cast<int64_t>(end - begin) / 2;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t b0 = static_cast<int64_t>(begin) + i, b1 = b0 + half;
+        a.values = values + b0 * groups * (kInt4TileRows * G / 2);
+        a.scales = scales + b0 * groups * kInt4TileRows;
+        a.y[0] = y + b0 * kInt4TileRows;
+        a.values2 = values + b1 * groups * (kInt4TileRows * G / 2);
+        a.scales2 = scales + b1 * groups * kInt4TileRows;
+        a.y2 = y + b1 * kInt4TileRows;
+        run(a);
+      }
+      if ((end - begin) % 2 != 0) {
+        const int64_t b = static_cast<int64_t>(end) - 1;
+        a.values = values + b * groups * (kInt4TileRows * G / 2);
+        a.scales = scales + b * groups * kInt4TileRows;
+        a.y[0] = y + b * kInt4TileRows;
+        a.values2 = nullptr;
+        run(a);
+      }
+    });
+    return;
+  }
+  ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end) {
+    Int4TileArgs a;
+    a.groups = groups;
+    float out[4][kInt4TileRows];
+    for (size_t b = begin; b < end; ++b) {
+      a.values = values + b * groups * (kInt4TileRows * G / 2);
+      a.scales = scales + b * groups * kInt4TileRows;
+      for (int64_t i = 0; i < m; i += 4) {
+        a.mx = static_cast<int>(std::min<int64_t>(4, m - i));
+        for (int r = 0; r < a.mx; ++r) {
+          a.x[r] = xq.values.data() + (i + r) * k;
+          a.dx[r] = xq.scales.data() + (i + r) * groups;
+          a.xs[r] = xs + (i + r) * groups;
+          a.y[r] = out[r];
+        }
+        run(a);
+        for (int r = 0; r < a.mx; ++r) {
+          std::copy_n(out[r], kInt4TileRows, y + (i + r) * n + b * kInt4TileRows);
+        }
+      }
+    }
+  });
+}
 
 }  // namespace
 
@@ -118,11 +195,19 @@ void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
   const bool vnni = cpu_features().avx512_vnni();
   const auto* wbytes = static_cast<const uint8_t*>(w.data);
   const auto* wscales = static_cast<const F16*>(w.scales);
+  // Rows [0, first_row) are in 16-row tiles; the rest are in row layout, where kRows puts them.
+  int64_t first_row = 0;
+  if (w.layout == QuantLayout::kInt4Tiles16) {
+    int4_tiles_matmul(xq, w, y);
+    first_row = n / kInt4TileRows * kInt4TileRows;
+    if (first_row == n) return;
+  }
   if (vnni && m == 1) {
     thread_local DecodeRow row;  // the caller's thread prepares; workers only read
     prepare_decode_row(w.quant, xq.values.data(), xq.scales.data(), k, &row);
     const DecodeRow& xr = row;
-    ThreadPool::global().parallel_for(n, 64, [&](size_t begin, size_t end) {
+    ThreadPool::global().parallel_for(n - first_row, 64, [&](size_t chunk_begin, size_t chunk_end) {
+      const size_t begin = chunk_begin + first_row, end = chunk_end + first_row;
       const int64_t half = static_cast<int64_t>(end - begin) / 2;
       for (int64_t i = 0; i < half; ++i) {  // rows i and half + i of the share
         const int64_t r0 = static_cast<int64_t>(begin) + i, r1 = r0 + half;
@@ -142,7 +227,7 @@ void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
     });
     return;
   }
-  if (vnni && m >= kGemmMinRows) {  // prefill: columns in lanes, packed panels
+  if (vnni && m >= kGemmMinRows && w.layout == QuantLayout::kRows) {  // prefill: packed panels
     quantized_gemm_avx512_vnni(xq, w, y);
     return;
   }
@@ -153,14 +238,14 @@ void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y) {
     xvalues = arranged.data();
   }
   const QuantizedRows& xr = xq;
-  const int64_t tiles = (n + 3) / 4;
+  const int64_t tiles = (n - first_row + 3) / 4;
   ThreadPool::global().parallel_for(tiles, 4, [&](size_t tile_begin, size_t tile_end) {
     QuantTile t;
     t.type = w.quant;
     t.k = k;
     float out[16];
     for (size_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t row0 = static_cast<int64_t>(tile) * 4;
+      const int64_t row0 = first_row + static_cast<int64_t>(tile) * 4;
       const int64_t count = std::min<int64_t>(4, n - row0);
       for (int64_t r = 0; r < 4; ++r) {
         const int64_t row = row0 + std::min(r, count - 1);  // pad a short tile by repetition

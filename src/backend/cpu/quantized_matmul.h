@@ -5,7 +5,9 @@
 //   y[i, n] = sum over groups g of  dx[i, g] * dw[n, g] * sum_j xq[i, g, j] * wq[n, g, j].
 // A tile kernel computes up to 4 activation rows against 4 weight rows; the AVX-512 VNNI one
 // (vpdpbusd) and the portable one give the same integer group sums and differ only in the order of
-// the float accumulation across groups.
+// the float accumulation across groups. Int4 matrices in the CPU backend's tiles
+// (QuantLayout::kInt4Tiles16) go to the kernels of int4_tiles.h, under the same contract; their
+// rows past the last 16-row block, in row layout, to the kernels here.
 #pragma once
 
 #include <cstdint>
@@ -73,7 +75,7 @@ void prepare_decode_row(QuantType type, const int8_t* x, const float* dx, int64_
 void decode_rows_avx512_vnni(const DecodeRow& x, int rows, const uint8_t* const* w,
                              const F16* const* dw, float* out);
 
-// y[m, N] = x[m, K] * w^T for a quantized w.
+// y[m, N] = x[m, K] * w^T for a quantized w in either layout.
 void quantized_matmul(const float* x, int64_t m, const Tensor& w, float* y);
 
 }  // namespace mistral::cpu
