@@ -19,6 +19,7 @@
 #include "backend/cpu/quantized_matmul.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
+#include "kernel_variant_test.h"
 #include "random_values.h"
 
 namespace mistral {
@@ -194,16 +195,7 @@ TEST(Int4TilesTest, BlockKernelsGiveTheExactGroupSums) {
 
 // The whole matmul over tiles against a double reference of the same quantized activations, with
 // the AVX-512 and the portable kernels (param: portable only).
-class Int4TilesMatmulTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override {
-    if (!GetParam() && !cpu::cpu_features().avx512_vnni()) {
-      GTEST_SKIP() << "this CPU has no AVX-512 VNNI; the portable kernel is tested instead";
-    }
-    cpu::set_portable_kernels_only(GetParam());
-  }
-  void TearDown() override { cpu::set_portable_kernels_only(false); }
-};
+class Int4TilesMatmulTest : public testing::VnniOrPortableTest {};
 
 TEST_P(Int4TilesMatmulTest, MatchesTheReference) {
   for (Shape s : kShapes) {
@@ -233,7 +225,7 @@ TEST_P(Int4TilesMatmulTest, MatchesTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, Int4TilesMatmulTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "Portable" : "Avx512Vnni"; });
+                         testing::kernel_variant_name);
 
 TEST(Int4TilesTest, CpuBackendPlacesInt4MatricesAsTiles) {
   if (!cpu::cpu_features().avx512_vnni()) GTEST_SKIP() << "tiles are made for AVX-512 VNNI only";

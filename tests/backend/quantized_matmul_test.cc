@@ -15,6 +15,7 @@
 #include "backend/cpu/quantized_matmul.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
+#include "kernel_variant_test.h"
 #include "random_values.h"
 
 namespace mistral {
@@ -57,16 +58,7 @@ struct Shape {
   int64_t m, n, k;
 };
 
-class QuantizedMatmulTest : public ::testing::TestWithParam<bool> {  // param: portable only
- protected:
-  void SetUp() override {
-    if (!GetParam() && !cpu::cpu_features().avx512_vnni()) {
-      GTEST_SKIP() << "this CPU has no AVX-512 VNNI; the portable kernel is tested instead";
-    }
-    cpu::set_portable_kernels_only(GetParam());
-  }
-  void TearDown() override { cpu::set_portable_kernels_only(false); }
-};
+class QuantizedMatmulTest : public testing::VnniOrPortableTest {};
 
 TEST_P(QuantizedMatmulTest, MatchesTheReference) {
   for (QuantType type : {QuantType::kInt8, QuantType::kInt4}) {
@@ -116,7 +108,7 @@ TEST_P(QuantizedMatmulTest, CloseToTheFloatProductOfTheDequantizedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, QuantizedMatmulTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "Portable" : "Avx512Vnni"; });
+                         testing::kernel_variant_name);
 
 TEST(QuantizeRowsTest, ErrorIsAtMostHalfAStep) {
   const int64_t m = 3, k = 5 * G;

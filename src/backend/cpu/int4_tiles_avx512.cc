@@ -4,10 +4,7 @@
 // group's offset -8 * sum(x), high sums at 0); low + (high >> 4) is the group's exact dot product
 // per row (the high sums are multiples of 16, at most 16 * 15 * 127 * 16 in magnitude), converted
 // once and added times dx * dw with one FMA.
-// GCC 12's intrinsic headers trip its own uninitialized-variable warnings (_mm512_undefined_*).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
+#include "backend/cpu/avx512_vnni.h"
 
 #include "backend/cpu/int4_tiles.h"
 
@@ -15,8 +12,6 @@ namespace mistral::cpu {
 namespace {
 
 constexpr int64_t G = kQuantGroupSize;
-
-#define MISTRAL_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c")))
 
 // Four activation values (bytes 4c .. 4c + 3 of a group) in every lane.
 MISTRAL_AVX512_VNNI inline __m512i broadcast4(const int8_t* x) {

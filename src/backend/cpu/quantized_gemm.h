@@ -1,6 +1,6 @@
 // Prefill GEMM with int8/int4 weights on AVX-512 VNNI: y[m, n] = x[m, k] * W^T for a quantized
-// W [n, k] in row layout (QuantLayout::kRows; QuantType in core/tensor.h) and x quantized per row and group of 32
-// (QuantizedRows: int8 values, float scales dx), for m >= a few rows.
+// W [n, k] in row layout (QuantLayout::kRows; QuantType in core/tensor.h) and x quantized per row
+// and group of 32 (QuantizedRows: int8 values, float scales dx), for m >= a few rows.
 //
 // Output columns go in lanes (an outer product), not k: W is cut into panels of 32 rows, and the
 // thread that takes a panel first packs it into a buffer of its own (the panel is read from the

@@ -1,8 +1,5 @@
 // The int8/int4 prefill GEMM of quantized_gemm.h (AVX-512 VNNI).
-// GCC 12's intrinsic headers trip its own uninitialized-variable warnings (_mm512_undefined_*).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
+#include "backend/cpu/avx512_vnni.h"
 
 #include <algorithm>
 #include <cstring>
@@ -19,8 +16,6 @@ namespace {
 constexpr int64_t G = kQuantGroupSize;
 constexpr int kPanel = 32;  // weight rows (output columns) per panel: two vectors of 16
 constexpr int kRows = 6;    // rows of x per micro-kernel call
-
-#define MISTRAL_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // out[c] = column c of the 16 x 16 matrix of 32-bit elements whose rows are r[0..15].
 MISTRAL_AVX512_VNNI inline void transpose_16x16(const __m512i (&r)[16], __m512i (&out)[16]) {

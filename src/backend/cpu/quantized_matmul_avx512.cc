@@ -6,10 +6,7 @@
 //   every int32 lane belongs to one group, so the result is converted to float and scaled by
 //     dx * dw per lane, the 16 per-group scales of a block loaded at once and spread by vpermps.
 // Horizontal sums happen once per output at the end.
-// GCC 12's intrinsic headers trip its own uninitialized-variable warnings (_mm512_undefined_*).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
+#include "backend/cpu/avx512_vnni.h"
 
 #include <algorithm>
 
@@ -19,8 +16,6 @@ namespace mistral::cpu {
 namespace {
 
 constexpr int64_t G = kQuantGroupSize;
-
-#define MISTRAL_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c")))
 
 // Unsigned int8 weight bytes (value + 128) of groups g, g + 1 (or g alone when `single`).
 MISTRAL_AVX512_VNNI inline __m512i load_int8_weights(const uint8_t* row, int64_t g, bool single) {
