@@ -9,10 +9,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/ops.h"
+#include "core/env.h"
 #include "core/quant.h"
 
 namespace mistral {
@@ -23,19 +25,16 @@ float* f32(void* p) { return static_cast<float*>(p); }
 
 // An int4 matrix of whole 16-row blocks that the tile kernels would read faster.
 bool wants_int4_tiles(const Tensor& w) {
-  static const bool enabled = [] {
-    const char* v = std::getenv("MISTRAL_CPU_INT4_TILES");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool enabled = env_enabled("MISTRAL_CPU_INT4_TILES");
   return enabled && cpu::cpu_features().avx512_vnni() && w.quant == QuantType::kInt4 &&
          w.layout == QuantLayout::kRows && !w.on_device && w.shape.size() == 2 &&
          w.shape[0] >= kInt4TileRows;
 }
 
-// Host memory for packed weights, 64-byte aligned, not zeroed. (Transparent huge pages made the
-// first touch of 4 GB take 9 s instead of 2 on the Zen 4 VM: the hypervisor backs guest memory
-// on first use.)
-Result<std::shared_ptr<uint8_t>> allocate_weights(size_t bytes, const std::string& what) {
+// Host memory for activations and packed weights, 64-byte aligned, not zeroed. (Transparent huge
+// pages made the first touch of 4 GB take 9 s instead of 2 on the Zen 4 VM: the hypervisor backs
+// guest memory on first use.)
+Result<std::shared_ptr<uint8_t>> allocate_host(size_t bytes, const std::string& what) {
   const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) {
@@ -57,7 +56,7 @@ Result<std::vector<Tensor>> pack_tiles(const std::vector<Tensor>& hosts, const s
     scale_bytes += h.scale_bytes();
   }
   MISTRAL_ASSIGN_OR_RETURN(std::shared_ptr<uint8_t> buffer,
-                           allocate_weights(value_bytes + scale_bytes, what));
+                           allocate_host(value_bytes + scale_bytes, what));
   uint8_t* v = buffer.get();
   auto* s = reinterpret_cast<F16*>(buffer.get() + value_bytes);
   std::vector<Tensor> placed = {make_quantized_view(QuantType::kInt4, {rows, k}, v, s, buffer)};
@@ -103,14 +102,10 @@ class CpuBackend final : public Backend {
   }
 
   Result<Buffer> allocate(size_t bytes, const std::string& what) override {
-    const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
-    if (p == nullptr) {
-      return error(what + ": out of host memory allocating " + std::to_string(bytes) + " bytes");
-    }
+    MISTRAL_ASSIGN_OR_RETURN(std::shared_ptr<uint8_t> memory, allocate_host(bytes, what));
     Buffer b;
-    b.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-    b.data = p;
+    b.data = memory.get();
+    b.owner = std::move(memory);
     b.bytes = bytes;
     return b;
   }

@@ -30,8 +30,13 @@ void int4_tiles_matmul(const QuantizedRows& xq, const Tensor& w, float* y) {
   }
   const int32_t* xs = offsets.data();
   const bool vnni = cpu_features().avx512_vnni();
-  const auto* values = static_cast<const uint8_t*>(w.data);
-  const auto* scales = static_cast<const F16*>(w.scales);
+  // Block b of the matrix: its values and scales.
+  auto values_of = [&](int64_t b) {
+    return static_cast<const uint8_t*>(w.data) + b * groups * (kInt4TileRows * G / 2);
+  };
+  auto scales_of = [&](int64_t b) {
+    return static_cast<const F16*>(w.scales) + b * groups * kInt4TileRows;
+  };
   auto run = [vnni](const Int4TileArgs& a) {
     if (vnni) {
       int4_tile_block_avx512_vnni(a);
@@ -50,18 +55,18 @@ void int4_tiles_matmul(const QuantizedRows& xq, const Tensor& w, float* y) {
       const int64_t half = static_cast<int64_t>(end - begin) / 2;
       for (int64_t i = 0; i < half; ++i) {
         const int64_t b0 = static_cast<int64_t>(begin) + i, b1 = b0 + half;
-        a.values = values + b0 * groups * (kInt4TileRows * G / 2);
-        a.scales = scales + b0 * groups * kInt4TileRows;
+        a.values = values_of(b0);
+        a.scales = scales_of(b0);
         a.y[0] = y + b0 * kInt4TileRows;
-        a.values2 = values + b1 * groups * (kInt4TileRows * G / 2);
-        a.scales2 = scales + b1 * groups * kInt4TileRows;
+        a.values2 = values_of(b1);
+        a.scales2 = scales_of(b1);
         a.y2 = y + b1 * kInt4TileRows;
         run(a);
       }
       if ((end - begin) % 2 != 0) {
         const int64_t b = static_cast<int64_t>(end) - 1;
-        a.values = values + b * groups * (kInt4TileRows * G / 2);
-        a.scales = scales + b * groups * kInt4TileRows;
+        a.values = values_of(b);
+        a.scales = scales_of(b);
         a.y[0] = y + b * kInt4TileRows;
         a.values2 = nullptr;
         run(a);
@@ -74,8 +79,8 @@ void int4_tiles_matmul(const QuantizedRows& xq, const Tensor& w, float* y) {
     a.groups = groups;
     float out[4][kInt4TileRows];
     for (size_t b = begin; b < end; ++b) {
-      a.values = values + b * groups * (kInt4TileRows * G / 2);
-      a.scales = scales + b * groups * kInt4TileRows;
+      a.values = values_of(b);
+      a.scales = scales_of(b);
       for (int64_t i = 0; i < m; i += 4) {
         a.mx = static_cast<int>(std::min<int64_t>(4, m - i));
         for (int r = 0; r < a.mx; ++r) {

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <type_traits>
 
 #include "backend/cuda/attention_common.cuh"
@@ -16,6 +15,7 @@
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
+#include "core/env.h"
 
 namespace mistral::cuda {
 namespace {
@@ -37,15 +37,10 @@ struct Split {
   int64_t keys_per_split;
 };
 
-int env_or(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
-}
-
 Split plan_splits(const KernelContext& ctx, const AttentionParams& p) {
-  static const int64_t min_keys = std::max(1, env_or("MISTRAL_ATTN_MIN_KEYS", kMinKeysPerSplit));
+  static const int64_t min_keys = std::max(1, env_int("MISTRAL_ATTN_MIN_KEYS", kMinKeysPerSplit));
   static const int64_t blocks_per_sm =
-      std::max(1, env_or("MISTRAL_ATTN_BLOCKS_PER_SM", kBlocksPerSm));
+      std::max(1, env_int("MISTRAL_ATTN_BLOCKS_PER_SM", kBlocksPerSm));
   const int64_t keys = p.capacity + p.new_tokens;
   const int64_t heads = p.batch * p.num_kv_heads;
   int64_t splits = (blocks_per_sm * ctx.num_sms() + heads - 1) / heads;

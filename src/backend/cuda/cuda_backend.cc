@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/kernels.h"
+#include "core/env.h"
 #include "core/half.h"
 #include "core/quant.h"
 
@@ -58,6 +59,12 @@ DeviceWeight device_weight(const Tensor& w) {
   d.data = w.data;
   d.scales = static_cast<const __half*>(w.scales);
   return d;
+}
+
+// Bytes of a sampler block's SampleParams part (rows of them, padded to 256 so that the RngState
+// part after it stays aligned).
+size_t sampler_params_bytes(int64_t rows) {
+  return (rows * sizeof(SampleParams) + 255) / 256 * 256;
 }
 
 class CudaBackend final : public Backend {
@@ -319,12 +326,11 @@ class CudaBackend final : public Backend {
   DType default_kv_cache_dtype() const override { return DType::kBF16; }
   bool wants_warm_up() const override { return true; }
 
-  // CUDA graphs; MISTRAL_CUDA_GRAPHS=0 turns them off (every op launched on its own).
   // On-device sampling (sampling.cu): per-row SampleParams and RngState in one device block.
   bool supports_sampling() const override { return true; }
   Result<SamplerState> new_sampler(const std::vector<SamplingRow>& rows) override {
     const int64_t n = static_cast<int64_t>(rows.size());
-    const size_t params_bytes = (n * sizeof(SampleParams) + 255) / 256 * 256;
+    const size_t params_bytes = sampler_params_bytes(n);
     MISTRAL_ASSIGN_OR_RETURN(
         DeviceBuffer block,
         DeviceBuffer::allocate(params_bytes + n * sizeof(RngState),
@@ -349,10 +355,12 @@ class CudaBackend final : public Backend {
   void sample_tokens(const SamplerState& sampler, const float* logits, int64_t vocab,
                      int32_t* ids) override {
     const auto* block = static_cast<const DeviceBuffer*>(sampler.state.get());
-    const size_t params_bytes = (sampler.rows * sizeof(SampleParams) + 255) / 256 * 256;
     sample(*ctx_, logits, sampler.rows, vocab, block->as<const SampleParams>(),
-           reinterpret_cast<RngState*>(block->as<uint8_t>() + params_bytes), ids);
+           reinterpret_cast<RngState*>(block->as<uint8_t>() + sampler_params_bytes(sampler.rows)),
+           ids);
   }
+
+  // CUDA graphs; MISTRAL_CUDA_GRAPHS=0 turns them off (every op launched on its own).
 
   bool supports_capture() const override { return graphs_enabled_; }
   void begin_capture() override {
@@ -421,20 +429,11 @@ class CudaBackend final : public Backend {
   };
 
   int device_ = 0;
-  bool graphs_enabled_ = [] {
-    const char* env = std::getenv("MISTRAL_CUDA_GRAPHS");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  bool graphs_enabled_ = env_enabled("MISTRAL_CUDA_GRAPHS");
   // MISTRAL_CUDA_JOIN=0: q/k/v and gate/up stay separate matrices (for comparisons).
-  bool join_enabled_ = [] {
-    const char* env = std::getenv("MISTRAL_CUDA_JOIN");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  bool join_enabled_ = env_enabled("MISTRAL_CUDA_JOIN");
   // MISTRAL_CUDA_FUSE=0: rope_qk and add_rmsnorm run as their separate ops (for comparisons).
-  bool fuse_enabled_ = [] {
-    const char* env = std::getenv("MISTRAL_CUDA_FUSE");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  bool fuse_enabled_ = env_enabled("MISTRAL_CUDA_FUSE");
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<KernelContext> ctx_;
   std::map<std::pair<int64_t, double>, DeviceBuffer> inv_freq_;

@@ -28,6 +28,7 @@
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/gemv_rows.h"
 #include "backend/cuda/kernel_launch.h"
+#include "core/env.h"
 
 namespace mistral::cuda {
 namespace {
@@ -258,10 +259,7 @@ QuantScratch quant_scratch(int64_t m, int64_t k) {
 // MISTRAL_GEMV_INFLIGHT (2, 4 or 8; for benchmarks).
 template <typename Fn>
 void with_loads_in_flight(Fn&& f) {
-  static const int forced = [] {
-    const char* v = std::getenv("MISTRAL_GEMV_INFLIGHT");
-    return v != nullptr ? std::atoi(v) : kInFlight;
-  }();
+  static const int forced = env_int("MISTRAL_GEMV_INFLIGHT", kInFlight);
   if (forced == 2) return f(std::integral_constant<int, 2>());
   if (forced == 8) return f(std::integral_constant<int, 8>());
   return f(std::integral_constant<int, kInFlight>());

@@ -1,9 +1,7 @@
 #include "backend/cuda/kernel_context.h"
 
-#include <cstdlib>
-#include <string>
-
 #include "backend/cuda/cuda_check.h"
+#include "core/env.h"
 
 namespace mistral::cuda {
 
@@ -18,8 +16,7 @@ Result<std::unique_ptr<KernelContext>> KernelContext::create(cudaStream_t stream
   ctx->stream_ = stream;
   MISTRAL_CUDA_CHECK(cudaGetDevice(&ctx->device_));
   MISTRAL_CUDA_CHECK(cudaGetDeviceProperties(&ctx->props_, ctx->device_));
-  const char* pdl = std::getenv("MISTRAL_CUDA_PDL");
-  ctx->overlap_launches_ = ctx->props_.major >= 9 && !(pdl != nullptr && std::string(pdl) == "0");
+  ctx->overlap_launches_ = ctx->props_.major >= 9 && env_enabled("MISTRAL_CUDA_PDL");
   MISTRAL_ASSIGN_OR_RETURN(ctx->lt_workspace_,
                            DeviceBuffer::allocate(kCublasWorkspaceBytes, "cuBLASLt workspace"));
   MISTRAL_ASSIGN_OR_RETURN(ctx->scratch_,
