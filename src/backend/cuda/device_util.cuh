@@ -90,6 +90,21 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// The sum of v over a block of Threads threads, the same in every thread and on every run: warp
+// sums, then the warps' sums in warp order. Once per kernel (its shared slots are not reused).
+template <int Threads>
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[Threads / 32];
+  v = warp_sum(v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < Threads / 32; ++w) total += partial[w];
+  return total;
+}
+
 // Conversions between T (float or bf16) and float, for kernels templated on the activation type.
 template <typename T>
 __device__ __forceinline__ float to_float(T v);

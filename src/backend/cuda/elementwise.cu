@@ -51,18 +51,6 @@ __device__ __forceinline__ void store_vec(T* p, const float (&f)[V]) {
 
 constexpr int kNormThreads = 256;
 
-__device__ float block_sum(float v) {
-  __shared__ float partial[kNormThreads / 32];
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  float total = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kNormThreads / 32; ++w) total += partial[w];  // same order in every thread
-  return total;
-}
-
 // One block per row. With `delta`, residual = residual + delta first (rounded to T) and the
 // norm reads that; each thread re-reads only elements it wrote itself, and writes y only at
 // elements it read delta at (before the block-wide sum), so y may be delta.
@@ -87,7 +75,7 @@ __global__ void __launch_bounds__(kNormThreads)
 #pragma unroll
     for (int j = 0; j < V; ++j) sum_sq = fmaf(f[j], f[j], sum_sq);
   }
-  const float inv = 1.0f / sqrtf(block_sum(sum_sq) / static_cast<float>(n) + eps);
+  const float inv = 1.0f / sqrtf(block_sum<kNormThreads>(sum_sq) / static_cast<float>(n) + eps);
   for (int64_t i = int64_t(threadIdx.x) * V; i < n; i += int64_t(kNormThreads) * V) {
     float f[V], w[V];
     load_vec<T, V>(xr + i, f);

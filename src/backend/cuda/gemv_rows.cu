@@ -26,6 +26,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/gemv_pieces.cuh"
 #include "backend/cuda/gemv_rows.h"
 #include "backend/cuda/kernel_launch.h"
 #include "core/env.h"
@@ -35,29 +36,8 @@ namespace {
 
 using namespace device;
 
-constexpr int kWarps = 8;
-constexpr int kInFlight = 4;  // 16-byte loads per lane before the first use
-
-// Pieces base + i * 32 + lane (i < L) of a row of `pieces` 16-byte pieces (zero past it).
-template <int L>
-__device__ __forceinline__ void load_pieces(const uint4* row, int pieces, int base, int lane,
-                                            uint4 (&out)[L]) {
-#pragma unroll
-  for (int i = 0; i < L; ++i) {
-    const int c = base + i * 32 + lane;
-    out[i] = c < pieces ? load_stream16(row + c) : make_uint4(0, 0, 0, 0);
-  }
-}
-// The scales of the same pieces' groups (group_of(piece)).
-template <int L, typename GroupOf>
-__device__ __forceinline__ void load_scales(const __half* row_scales, int pieces, int base,
-                                            int lane, GroupOf group_of, __half (&out)[L]) {
-#pragma unroll
-  for (int i = 0; i < L; ++i) {
-    const int c = base + i * 32 + lane;
-    out[i] = c < pieces ? __ldg(row_scales + group_of(c)) : __half();
-  }
-}
+constexpr int kWarps = kRowWarps;
+constexpr int kInFlight = kRowLoadsInFlight;
 
 template <typename OutT, int M, int L>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -166,13 +146,6 @@ __global__ void quantize_x_kernel(const bf16* __restrict__ x, int64_t groups,
   xsum[g] = sum;
 }
 
-__device__ __forceinline__ int dot16(uint4 w, uint4 x, int acc) {
-  acc = __dp4a(int(w.x), int(x.x), acc);
-  acc = __dp4a(int(w.y), int(x.y), acc);
-  acc = __dp4a(int(w.z), int(x.z), acc);
-  return __dp4a(int(w.w), int(x.w), acc);
-}
-
 // A warp per row as in the bf16 kernel; a 16-byte piece is half a group (int8) or one group
 // (int4: byte j holds value j in its low nibble and value j + 16 in its high one). (Joining two
 // short int4 rows per warp, so that every lane has 8 loads in flight at k = 4096, measured 7%
@@ -216,10 +189,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int g = group_of(c);
         const float scale = __half2float(sv[i]);
         const uint4 wq = wv[i];
-        constexpr uint32_t kLow = 0x0f0f0f0fu;
-        const uint4 lo = make_uint4(wq.x & kLow, wq.y & kLow, wq.z & kLow, wq.w & kLow);
-        const uint4 hi = make_uint4((wq.x >> 4) & kLow, (wq.y >> 4) & kLow, (wq.z >> 4) & kLow,
-                                    (wq.w >> 4) & kLow);
+        uint4 lo, hi;
+        split_nibbles(wq, lo, hi);
 #pragma unroll
         for (int r = 0; r < M; ++r) {
           const uint4* xr = reinterpret_cast<const uint4*>(xq + int64_t(r) * k);
