@@ -71,6 +71,28 @@ void gemv(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, b
 size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
                           const GemvOptions& options = {});
 
+// Decode GEMV of one row of x, y = x * W^T, with the ops around it folded in (gemv_fused.cu):
+//  - norm: x is first replaced by rmsnorm(x) with this weight [k] and eps, as rmsnorm<bf16>;
+//  - output kStore: y[n] = the product; kAddTo: y[n] += bf16(product), rounded (the residual add,
+//    as add_rmsnorm's); kSwiGLU: W's rows are [gate; up], n / 2 each, and
+//    y[n / 2] = bf16(bf16(silu(g)) * u) with g, u the products rounded to bf16 (as silu_mul).
+// With int8 / int4 weights x is quantized per group of 32 as gemv does, inside the kernel. Each
+// result has the same bits as gemv with m = 1 and the separate ops. Float y: kStore only.
+// Needs no scratch. gemv_fused_supported says whether a weight and fusion fit the kernel (what
+// x needs in shared memory: k at most 24,576 for bf16 weights with a norm, 39,296 for quantized
+// weights).
+enum class GemvOutput : uint8_t { kStore, kAddTo, kSwiGLU };
+struct GemvFusion {
+  const bf16* norm = nullptr;  // [k], or null: no norm
+  float eps = 0.0f;
+  GemvOutput output = GemvOutput::kStore;
+};
+bool gemv_fused_supported(const DeviceWeight& w, const GemvFusion& f);
+void gemv_fused(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,
+                bf16* y);
+void gemv_fused(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,
+                float* y);
+
 // Prefill GEMM y[m, n] = x[m, k] * W^T through cuBLASLt: bf16 inputs, float32 accumulation.
 // Quantized weights take a dequantize-to-bf16 path for now: tiles of rows of W are expanded to
 // bf16 (bf16(scale * q): one more rounding than gemv's exact expansion) in the context's scratch,
