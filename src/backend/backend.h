@@ -131,6 +131,21 @@ struct Buffer {
   }
 };
 
+// What Backend::fused_matmul does around y = x * W^T: the neighbours of a decoder layer's matrix
+// products that a backend may fold into the product at decode (one kernel instead of three).
+struct MatmulFusion {
+  // x is first replaced by rmsnorm(x) with this weight [k] and eps (as rmsnorm), or not (null).
+  const Tensor* norm = nullptr;
+  float eps = 0.0f;
+  // W's rows are [gate; up], n / 2 each: y[m, n / 2] = silu(x Wg^T) * (x Wu^T) (as silu_mul).
+  bool swiglu = false;
+  // y += the product (as add: the residual add) instead of y = the product. Not with swiglu.
+  bool residual = false;
+  // Activation memory of m * (k + n) values that a backend running the ops one by one may use
+  // (the default does); untouched by one that fuses them.
+  void* scratch = nullptr;
+};
+
 // What a weight tensor is used for, so a backend can place it in the form its op reads.
 enum class WeightUse : uint8_t { kMatrix, kEmbedding, kNorm };
 
@@ -202,6 +217,10 @@ class Backend {
     add(x, y, m * weight.shape[0]);
     rmsnorm(x, m, weight, eps, h);
   }
+  // matmul with the ops `fusion` names around it, giving what those ops give one after another.
+  // The default runs them one after another: rmsnorm, matmul, silu_mul per row, add.
+  virtual void fused_matmul(const void* x, int64_t m, const Tensor& w, void* y,
+                            const MatmulFusion& fusion);
   // out[i] = silu(gate[i]) * up[i].
   virtual void silu_mul(const void* gate, const void* up, void* out, int64_t n) = 0;
   // x[i] += y[i].

@@ -135,6 +135,7 @@ struct Model::Activations {
   int64_t* positions;
   uint8_t* mask;
   int64_t* first_seq_index;  // the cache's length before this call
+  void* fuse;                // one row of scratch for Backend::fused_matmul
 };
 
 Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
@@ -145,6 +146,10 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
   // what a fused matmul of that row writes.
   const size_t q_bytes = rows * c.q_dim() * act, kv_bytes = rows * c.kv_dim() * act;
   const size_t inter_bytes = rows * c.intermediate_size * act;
+  // fused_matmul's scratch (one row: the single-row decode path) holds its input and product.
+  const int64_t widest =
+      std::max({c.q_dim() + 2 * c.kv_dim(), 2 * c.intermediate_size, c.hidden_size});
+  const size_t fuse_bytes = (std::max(c.hidden_size, c.q_dim()) + widest) * act;
   const size_t sizes[] = {rows * c.hidden_size * act,
                           rows * c.hidden_size * act,
                           q_bytes + 2 * kv_bytes,
@@ -156,7 +161,8 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                           batch * sizeof(int32_t),
                           rows * sizeof(int64_t),
                           static_cast<size_t>(rows),
-                          sizeof(int64_t)};
+                          sizeof(int64_t),
+                          fuse_bytes};
   size_t offsets[std::size(sizes)];
   size_t total = 0;
   for (size_t i = 0; i < std::size(sizes); ++i) {
@@ -187,7 +193,8 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                      static_cast<int32_t*>(at(8)),
                      static_cast<int64_t*>(at(9)),
                      static_cast<uint8_t*>(at(10)),
-                     static_cast<int64_t*>(at(11))};
+                     static_cast<int64_t*>(at(11)),
+                     at(12)};
 }
 
 std::vector<float> Model::download(const void* src, int64_t n) {
@@ -313,13 +320,28 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
   args.out = a.attn;
 
   const float eps = static_cast<float>(c.rms_norm_eps);
-  // Each residual add is fused with the norm after it (add_rmsnorm): the attention block's with
-  // the MLP norm, the MLP block's with the next layer's attention norm (or the final norm).
-  be.rmsnorm(a.x, M, weights_.layers.front().attn_norm, eps, a.h);
+  // One row with joined q|k|v and gate|up matrices (single-sequence decode): each norm, residual
+  // add and SwiGLU goes with the matmul next to it (fused_matmul), so the layer is four matmuls,
+  // rope, attention and the cache write. Otherwise each residual add is fused with the norm
+  // after it (add_rmsnorm): the attention block's with the MLP norm, the MLP block's with the next
+  // layer's attention norm (or the final norm).
+  const bool fused = M == 1 && std::all_of(weights_.layers.begin(), weights_.layers.end(),
+                                           [](const LayerWeights& w) {
+                                             return !w.wqkv.empty() && !w.w_gate_up.empty();
+                                           });
+  MatmulFusion qkv_in, mlp_in, residual_out;  // qkv: norm; mlp: norm and SwiGLU
+  qkv_in.eps = mlp_in.eps = eps;
+  qkv_in.scratch = mlp_in.scratch = residual_out.scratch = a.fuse;
+  mlp_in.swiglu = true;
+  residual_out.residual = true;
+  if (!fused) be.rmsnorm(a.x, M, weights_.layers.front().attn_norm, eps, a.h);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
-    // Attention block (a.h holds the normed input).
-    if (M == 1 && !w.wqkv.empty()) {  // one row: q|k|v are adjacent, one matmul writes them
+    // Attention block (a.h holds the normed input, unless fused).
+    if (fused) {
+      qkv_in.norm = &w.attn_norm;
+      be.fused_matmul(a.x, M, w.wqkv, a.q, qkv_in);
+    } else if (M == 1 && !w.wqkv.empty()) {  // one row: q|k|v are adjacent, one matmul writes them
       be.matmul(a.h, M, w.wqkv, a.q);
     } else {
       be.matmul(a.h, M, w.wq, a.q);
@@ -334,20 +356,29 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
     args.v_scale = cache.value_scales(l);
     be.attention(args);
     cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
-    be.matmul(a.attn, M, w.wo, a.h);
-    be.add_rmsnorm(a.x, a.h, M, w.mlp_norm, eps, a.h);
-    // MLP block (SwiGLU).
-    if (M == 1 && !w.w_gate_up.empty()) {
-      be.matmul(a.h, M, w.w_gate_up, a.gate);
-    } else {
-      be.matmul(a.h, M, w.w_gate, a.gate);
-      be.matmul(a.h, M, w.w_up, a.up);
-    }
-    be.silu_mul(a.gate, a.up, a.gate, M * c.intermediate_size);
-    be.matmul(a.gate, M, w.w_down, a.h);
     const bool last = l + 1 == c.num_hidden_layers;
-    be.add_rmsnorm(a.x, a.h, M, last ? weights_.final_norm : weights_.layers[l + 1].attn_norm, eps,
-                   a.h);
+    if (fused) {
+      be.fused_matmul(a.attn, M, w.wo, a.x, residual_out);
+      // MLP block (SwiGLU).
+      mlp_in.norm = &w.mlp_norm;
+      be.fused_matmul(a.x, M, w.w_gate_up, a.gate, mlp_in);
+      be.fused_matmul(a.gate, M, w.w_down, a.x, residual_out);
+      if (last) be.rmsnorm(a.x, M, weights_.final_norm, eps, a.h);
+    } else {
+      be.matmul(a.attn, M, w.wo, a.h);
+      be.add_rmsnorm(a.x, a.h, M, w.mlp_norm, eps, a.h);
+      // MLP block (SwiGLU).
+      if (M == 1 && !w.w_gate_up.empty()) {
+        be.matmul(a.h, M, w.w_gate_up, a.gate);
+      } else {
+        be.matmul(a.h, M, w.w_gate, a.gate);
+        be.matmul(a.h, M, w.w_up, a.up);
+      }
+      be.silu_mul(a.gate, a.up, a.gate, M * c.intermediate_size);
+      be.matmul(a.gate, M, w.w_down, a.h);
+      be.add_rmsnorm(a.x, a.h, M, last ? weights_.final_norm : weights_.layers[l + 1].attn_norm,
+                     eps, a.h);
+    }
     if (options.output_hidden_states && !last) {
       out.hidden_states.push_back(download(a.x, M * H));
     }

@@ -250,6 +250,29 @@ TEST(CudaModelExtras, SingleRowDecodeWithJoinedMatricesMatchesTransformers) {
   }
 }
 
+// Single-row decode with the norms, residual adds and SwiGLU inside the GEMV kernels
+// (fused_matmul) gives the bits of the separate ops (MISTRAL_CUDA_FUSE=0), for every weight format.
+TEST(CudaModelExtras, FusedSingleRowDecodeEqualsTheSeparateOps) {
+  SKIP_WITHOUT_GPU();
+  Inputs in = read_inputs(fixture_dir("sliding_window") + "/inputs.json");
+  const std::vector<int32_t> tokens = {5, 17, 200, 31, 7, 99, 3, 64, 12, 150, 42, 8};
+  for (QuantType q : {QuantType::kNone, QuantType::kInt8, QuantType::kInt4}) {
+    LoadOptions options;
+    options.quantize = q;
+    auto run = [&](bool fuse) {
+      setenv("MISTRAL_CUDA_FUSE", fuse ? "1" : "0", 1);
+      auto model = load_fixture_model("sliding_window", options, "cuda");
+      unsetenv("MISTRAL_CUDA_FUSE");
+      return model == nullptr ? std::vector<float>() : single_row_steps(*model, in, 0, tokens);
+    };
+    const std::vector<float> fused = run(true), separate = run(false);
+    const std::string what(q == QuantType::kNone ? "bf16" : quant_type_name(q));
+    ASSERT_FALSE(fused.empty()) << what;
+    ASSERT_EQ(fused.size(), separate.size()) << what;
+    for (size_t i = 0; i < fused.size(); ++i) ASSERT_EQ(fused[i], separate[i]) << what << " " << i;
+  }
+}
+
 // Errors a user can cause on the GPU path are Status messages naming the cause.
 TEST(CudaModelExtras, RefusesWhatTheGpuDoesNotStore) {
   SKIP_WITHOUT_GPU();

@@ -215,13 +215,36 @@ class CudaBackend final : public Backend {
 
   void matmul(const void* x, int64_t m, const Tensor& w, void* y) override {
     const DeviceWeight d = device_weight(w);
+    if (quantizes_in_gemv(d, m)) return gemv_fused(*ctx_, act(x), d, GemvFusion(), act(y));
     reserve_gemv_scratch(d, m);
     linear(*ctx_, act(x), m, d, act(y));
   }
   void matmul_f32_out(const void* x, int64_t m, const Tensor& w, float* y) override {
     const DeviceWeight d = device_weight(w);
+    if (quantizes_in_gemv(d, m)) return gemv_fused(*ctx_, act(x), d, GemvFusion(), y);
     reserve_gemv_scratch(d, m);
     linear(*ctx_, act(x), m, d, y);
+  }
+  // One row: the norm, residual add or SwiGLU in the GEMV's kernel (gemv_fused); else the ops
+  // one after another.
+  void fused_matmul(const void* x, int64_t m, const Tensor& w, void* y,
+                    const MatmulFusion& f) override {
+    const DeviceWeight d = device_weight(w);
+    GemvFusion g;
+    if (f.norm != nullptr) {
+      MISTRAL_CHECK(f.norm->on_device && f.norm->dtype == DType::kBF16 &&
+                    f.norm->shape.at(0) == d.k)
+          << "cuda backend: a fused norm needs bf16 weights of in_features " << d.k;
+      g.norm = f.norm->as<bf16>();
+      g.eps = f.eps;
+    }
+    g.output = f.swiglu     ? GemvOutput::kSwiGLU
+               : f.residual ? GemvOutput::kAddTo
+                            : GemvOutput::kStore;
+    if (!fuse_enabled_ || m != 1 || (f.swiglu && f.residual) || !gemv_fused_supported(d, g)) {
+      return Backend::fused_matmul(x, m, w, y, f);
+    }
+    gemv_fused(*ctx_, act(x), d, g, act(y));
   }
   void embed(const Tensor& table, const int32_t* ids, int64_t n, void* out) override {
     MISTRAL_CHECK(table.on_device && table.dtype == DType::kBF16 && !table.quantized())
@@ -400,6 +423,11 @@ class CudaBackend final : public Backend {
     const Status s = ctx_->reserve_scratch(bytes);
     MISTRAL_CHECK(s.ok()) << s.message();
   }
+  // One row of x times int8 / int4 weights: the kernel quantizes x itself (no kernel before it).
+  bool quantizes_in_gemv(const DeviceWeight& w, int64_t m) const {
+    return fuse_enabled_ && m == 1 && w.format != WeightFormat::kBF16 &&
+           gemv_fused_supported(w, GemvFusion());
+  }
   void reserve_gemv_scratch(const DeviceWeight& w, int64_t m) {
     if (m <= kMaxGemvRows) reserve(gemv_scratch_bytes(*ctx_, w));
   }
@@ -432,7 +460,8 @@ class CudaBackend final : public Backend {
   bool graphs_enabled_ = env_enabled("MISTRAL_CUDA_GRAPHS");
   // MISTRAL_CUDA_JOIN=0: q/k/v and gate/up stay separate matrices (for comparisons).
   bool join_enabled_ = env_enabled("MISTRAL_CUDA_JOIN");
-  // MISTRAL_CUDA_FUSE=0: rope_qk and add_rmsnorm run as their separate ops (for comparisons).
+  // MISTRAL_CUDA_FUSE=0: rope_qk, add_rmsnorm and fused_matmul run as their separate ops, and
+  // one-row quantized matmuls quantize x in a kernel of its own (for comparisons).
   bool fuse_enabled_ = env_enabled("MISTRAL_CUDA_FUSE");
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<KernelContext> ctx_;
