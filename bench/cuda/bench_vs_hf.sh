@@ -32,20 +32,21 @@ run_ours() {  # NAME ARGS...
 }
 shape=(--prompt-tokens 512 --new-tokens 128 --runs 3)
 run_ours bf16-b1 "${shape[@]}"
-# The latest optimization off (same run, same GPU): programmatic dependent launches.
-MISTRAL_CUDA_PDL=0 run_ours bf16-b1-nopdl "${shape[@]}"
+# The latest optimization off (same run, same GPU): the fusions (norms, residual adds, SwiGLU and
+# the int8 / int4 quantization of x in the GEMV kernels, rope of q and k in one kernel).
+MISTRAL_CUDA_FUSE=0 run_ours bf16-b1-nofuse "${shape[@]}"
 if [[ -n "${EXTRA:-}" ]]; then  # EXTRA=1: the earlier ones off in turn too
-  MISTRAL_CUDA_FUSE=0 run_ours bf16-b1-nofuse "${shape[@]}"
+  MISTRAL_CUDA_PDL=0 run_ours bf16-b1-nopdl "${shape[@]}"
   run_ours bf16-b1-oneblock --kv-block-size 640 "${shape[@]}"
   MISTRAL_CUDA_GRAPHS=0 run_ours bf16-b1-nographs "${shape[@]}"
   MISTRAL_CUDA_JOIN=0 run_ours bf16-b1-nojoin "${shape[@]}"
-  MISTRAL_GEMV_KERNEL=pipelined run_ours bf16-b1-pipelined "${shape[@]}"
+  MISTRAL_CUDA_FUSE=0 MISTRAL_GEMV_KERNEL=pipelined run_ours bf16-b1-pipelined "${shape[@]}"
 fi
 run_ours bf16-b1-ctx4k --prompt-tokens 3968 --new-tokens 128 --runs 3
 run_ours int8-b1 --weights int8 "${shape[@]}"
-MISTRAL_CUDA_PDL=0 run_ours int8-b1-nopdl --weights int8 "${shape[@]}"
+MISTRAL_CUDA_FUSE=0 run_ours int8-b1-nofuse --weights int8 "${shape[@]}"
 run_ours int4-b1 --weights int4 "${shape[@]}"
-MISTRAL_CUDA_PDL=0 run_ours int4-b1-nopdl --weights int4 "${shape[@]}"
+MISTRAL_CUDA_FUSE=0 run_ours int4-b1-nofuse --weights int4 "${shape[@]}"
 run_ours bf16-b32 --batch 32 --prompt-tokens 128 --new-tokens 128 --runs 2
 if [[ -z "${SKIP_HF:-}" ]]; then  # SKIP_HF=1: ours only (HF measured earlier on this kind)
 start=$SECONDS

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sweeps the decode knobs of the CUDA backend on a GPU machine, end to end (random 7B, 512-token
 # prompt, 128 decode steps, best of 2) and per GEMV shape (gemv_bench): loads in flight per lane
-# in the row GEMV (MISTRAL_GEMV_INFLIGHT) and the split plan of decode attention
+# in the row GEMV (MISTRAL_GEMV_INFLIGHT; single-row decode takes the fused GEMV, so these runs
+# turn the fusions off), the blocks per SM of the fused GEMV's grid for int8/int4
+# (MISTRAL_FUSED_GEMV_BLOCKS_PER_SM) and the split plan of decode attention
 # (MISTRAL_ATTN_BLOCKS_PER_SM, MISTRAL_ATTN_MIN_KEYS, also at 4,096 keys). The defaults in
-# gemv_rows.cu and attention_decode.cu were picked with it (bench/RESULTS.md).
+# gemv_rows.cu, gemv_fused.cu and attention_decode.cu were picked with it (bench/RESULTS.md).
 # Usage (repository root, after stage_device.sh and `source bench/cuda/device_env.sh`):
 #   bench/cuda/decode_knobs.sh OUT_DIR [WORK_DIR]
 set -uo pipefail
@@ -26,7 +28,13 @@ for loads in 2 4 8; do
   for w in bf16 int8 int4; do
     args=(--prompt-tokens 512)
     [[ $w == bf16 ]] || args+=(--weights "$w")
-    MISTRAL_GEMV_INFLIGHT=$loads decode "loads in flight $loads, $w" "${args[@]}"
+    MISTRAL_CUDA_FUSE=0 MISTRAL_GEMV_INFLIGHT=$loads decode "loads in flight $loads, $w" "${args[@]}"
+  done
+done
+for blocks in 1 2 3 0; do  # 0: as many as fit
+  for w in int8 int4; do
+    MISTRAL_FUSED_GEMV_BLOCKS_PER_SM=$blocks \
+      decode "fused GEMV, $blocks blocks/SM, $w" --prompt-tokens 512 --weights "$w"
   done
 done
 for cfg in "2 32" "4 16" "8 8" "4 8" "16 4"; do
