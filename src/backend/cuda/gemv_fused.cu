@@ -13,10 +13,11 @@
 //  - int8 / int4 weights: x (normed or not) quantized per group of 32 into shared memory, four
 //    threads per group (amax and the integer sum by two xor-shuffles: exact, so the same
 //    xq, dx and group sums as gemv_rows.cu's quantize kernel).
-// The grid has at most the blocks that fit the GPU at once, each looping over row groups, so a
-// block pays for the prologue (x is 8-28 KB, read from L2) once, while its first weight loads are
-// in flight. (A block per row group, each with its own prologue, made int4 decode 10% slower than
-// the separate quantize kernel on an H200: 348 vs 389 tok/s.) Dot products are those of
+// With int8 / int4 weights the grid has at most the blocks that fit the GPU at once, each looping
+// over row groups, so a block pays for the prologue (x is 8-28 KB, read from L2) once, while its
+// first weight loads are in flight. (A block per row group, each with its own prologue, made int4
+// decode 10% slower than the separate quantize kernel on an H200: 348 vs 389 tok/s.) bf16 weights,
+// whose only prologue is the norm, keep a block per row group. Dot products are those of
 // gemv_rows.cu with one row of x, and the epilogues round as the ops they replace (add: bf16(y +
 // bf16(sum)); SwiGLU: silu_mul's bf16(bf16(silu(g)) * u) with g, u rounded to bf16 as gemv's
 // outputs are): the fused step gives the same bits as the separate ops.
