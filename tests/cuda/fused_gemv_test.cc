@@ -26,8 +26,11 @@ TEST_F(CudaTest, FusedGemvGivesTheBitsOfTheSeparateOps) {
   struct Shape {
     int64_t n, k;
   };
-  // n: a block's 8 rows (4 SwiGLU outputs) partly past the end, and Mistral-7B's widths.
-  const Shape shapes[] = {{20, 96}, {6, 1024}, {36, 4096}, {64, 14336}};
+  // n: a block's 8 rows (4 SwiGLU outputs) partly past the end, and Mistral-7B's widths; then
+  // more row groups than the GPU holds blocks at once (at most 8 of 256 threads per SM), so that
+  // the int8 / int4 grid's blocks take several groups each, the last one partly past the end.
+  const int64_t looping = int64_t{8} * 16 * ctx().num_sms() + 12;
+  const Shape shapes[] = {{20, 96}, {6, 1024}, {36, 4096}, {64, 14336}, {looping, 96}};
   const float eps = 1e-5f;
   uint32_t seed = 300;
   for (WeightFormat f : kFormats) {
