@@ -10,8 +10,9 @@ model=${1:?MODEL_DIR}
 shift
 source bench/cuda/device_env.sh
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-# Warm-up, a 128-token prefill and 24 decode steps launch ~3,000 kernels before the skip ends
-# well inside decode; 40 kernels are four to five layers.
+# Warm-up, a 128-token prefill and the first decode steps launch ~3,000 kernels (bf16), so the
+# default skip ends well inside decode; int8 / int4 prefill launches more (a dequantize kernel
+# per GEMM): use SKIP=7000 there. 40 kernels are four to five layers.
 "$ncu" --cache-control none --clock-control none --launch-skip "${SKIP:-4000}" --launch-count 40 \
   --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
   --csv .device_cuda/mistral bench --device cuda --model "$model" --prompt-tokens 128 \
