@@ -4,10 +4,11 @@
 // sequence index from backend memory (first_seq_index_device) as the CUDA kernels do, and
 // place_concatenated joins q/k/v and gate/up into one host matrix with row views. Generation on
 // it must equal the plain CPU backend bit for bit (recording) and closely (joined matrices, whose
-// rows go through the matmul in other tiles), and a recording must be replayed only for the
-// cache and shape it was made for. With `sample` it also samples on the "device" (host Samplers
-// behind Backend::sample_tokens): generation must pick the tokens host sampling picks, and only
-// token ids may come back.
+// rows go through the matmul in other tiles; single-row steps then take the model's fused_matmul
+// path with its default), and a recording must be replayed only for the cache and shape it was
+// made for. With `sample` it also samples on the "device" (host Samplers behind
+// Backend::sample_tokens): generation must pick the tokens host sampling picks, and only token
+// ids may come back.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,7 +28,7 @@ class RecordingCpuBackend final : public Backend {
  public:
   explicit RecordingCpuBackend(bool join) : cpu_(make_cpu_backend()), join_(join) {}
 
-  int recordings = 0, replays = 0, joined = 0, sampled = 0;
+  int recordings = 0, replays = 0, joined = 0, sampled = 0, fused = 0;
   bool sample = false;          // offer sampling on the backend
   size_t largest_download = 0;  // bytes of the largest to_host
 
@@ -118,6 +119,13 @@ class RecordingCpuBackend final : public Backend {
   }
   void add(void* x, const void* y, int64_t n) override {
     issue([=, this] { cpu_->add(x, y, n); });
+  }
+  // Single-row decode over joined matrices goes through fused_matmul; its default runs the ops
+  // above (so they are recorded like any other).
+  void fused_matmul(const void* x, int64_t m, const Tensor& w, void* y,
+                    const MatmulFusion& fusion) override {
+    ++fused;
+    Backend::fused_matmul(x, m, w, y, fusion);
   }
 
   bool supports_sampling() const override { return sample; }
@@ -264,6 +272,8 @@ TEST(RecordingBackend, JoinedMatricesGiveTheSameLogits) {
                   joined->weights().layers[0].wq.num_bytes());
     const std::vector<float> a = decode_steps(*plain, name, 1);  // batch 1: the joined path
     const std::vector<float> b = decode_steps(*joined, name, 1);
+    // Four fused matmuls per layer and decode step: q|k|v, o, gate|up, down.
+    EXPECT_GE(rec->fused, 4 * joined->config().num_hidden_layers);
     ASSERT_EQ(a.size(), b.size());
     Diff d = masked_diff(b.data(), a.data(), std::vector<uint8_t>(a.size() / 256, 1), 256);
     expect_close(d, name + " joined vs separate matrices", 1e-5);
