@@ -307,14 +307,15 @@ void launch_fused(KernelContext& ctx, const FusedArgs& a, OutT* y) {
   const int64_t groups = (outputs + per_group - 1) / per_group;
   auto* kernel = gemv_fused_kernel<F, OutT, kNorm, kOut>;
   const size_t shared = shared_bytes(F, kNorm, a.k);
-  static const int per_sm_cap = env_int("MISTRAL_FUSED_GEMV_BLOCKS_PER_SM", 0);  // 0: all that fit
-  int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), shared);
-  if (per_sm_cap > 0) per_sm = std::min(per_sm, per_sm_cap);
   // bf16 weights: a block per row group; their prologue (the norm, if any) is short next to
   // rows of 8 KB, and the looping grid measured 3% slower end to end there.
-  const int64_t blocks = F == WeightFormat::kBF16
-                             ? groups
-                             : std::min<int64_t>(groups, int64_t(per_sm) * ctx.num_sms());
+  int64_t blocks = groups;
+  if constexpr (F != WeightFormat::kBF16) {
+    static const int per_sm_cap = env_int("MISTRAL_FUSED_GEMV_BLOCKS_PER_SM", 0);  // 0: all fit
+    int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), shared);
+    if (per_sm_cap > 0) per_sm = std::min(per_sm, per_sm_cap);
+    blocks = std::min<int64_t>(groups, int64_t(per_sm) * ctx.num_sms());
+  }
   launch_kernel(ctx, kernel, static_cast<unsigned>(blocks), kThreads, shared, a, groups, y);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
