@@ -14,8 +14,12 @@ source bench/cuda/device_env.sh
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 "$ncu" --set full --cache-control none --clock-control none --launch-skip "${SKIP:-4000}" \
   --launch-count "${N:-8}" --csv --page raw .device_cuda/mistral bench --device cuda \
-  --model "$model" --prompt-tokens 128 --new-tokens 32 --runs 1 "$@" 2>/dev/null |
+  --model "$model" --prompt-tokens 128 --new-tokens 32 --runs 1 "$@" 2>"$out.err" |
   grep '^"' > "$out"
+if [[ ! -s "$out" ]]; then
+  echo "decode_kernel_detail.sh: ncu ($ncu) profiled no kernel; its stderr is in $out.err" >&2
+  exit 1
+fi
 python3 - "$out" <<'PY'
 import csv, re, sys
 rows = list(csv.reader(open(sys.argv[1])))
@@ -28,13 +32,12 @@ want = [
     ("grid", "launch__grid_size", 1),
     ("occ%", "sm__warps_active.avg.pct_of_peak_sustained_active", 1),
     ("issue%", "smsp__issue_active.avg.pct_of_peak_sustained_active", 1),
-    ("long_sb", "smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio", 1),
-    ("short_sb", "smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio", 1),
-    ("barrier", "smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio", 1),
-    ("wait", "smsp__average_warps_issue_stalled_wait_per_issue_active.ratio", 1),
-    ("mio", "smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio", 1),
-    ("lg_thr", "smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio", 1),
     ("L2hit%", "lts__t_sector_hit_rate.pct", 1),
+] + [  # warps stalled per issued instruction, by reason
+    (short, f"smsp__average_warps_issue_stalled_{reason}_per_issue_active.ratio", 1)
+    for short, reason in [("long_sb", "long_scoreboard"), ("short_sb", "short_scoreboard"),
+                          ("barrier", "barrier"), ("wait", "wait"), ("mio", "mio_throttle"),
+                          ("lg_thr", "lg_throttle")]
 ]
 print(" ".join(f"{n:>8}" for n, _, _ in want), " kernel")
 for r in rows:
@@ -44,7 +47,7 @@ for r in rows:
             vals.append(f"{float(r[ix[m]].replace(',', '')) * scale:8.1f}")
         except (KeyError, ValueError):
             vals.append(f"{'-':>8}")
-    name = re.sub(r"^(void )?(mistral::cuda::)?(\(anonymous namespace\)::)?", "",
+    name = re.sub(r"^(void )?(mistral::cuda::)?(\(anonymous namespace\)::|<?unnamed>::)?", "",
                   r[ix["Kernel Name"]])[:60]
     print(" ".join(vals), "", name)
 PY
