@@ -1,9 +1,16 @@
 // Decode attention, flash-decoding style: the virtual key list of each (batch row, kv head) is cut
-// into splits, one block per split, so that even one sequence fills the GPU. A block's 4 warps
-// take keys in turn; each lane holds head_dim / 32 elements of every query row (the rows are the
-// T x group queries that share the kv head) and of the key and value. A score is a warp-wide sum;
-// each warp keeps a float32 online softmax per row, the block merges its warps, and a second
-// kernel merges the splits (skipped when there is one split).
+// into splits, one block per split, so that even one sequence fills the GPU, and a second kernel
+// merges the splits (skipped when there is one split). The rows of a block are the T x group
+// queries that share the kv head. A block walks its split in chunks of 32 keys, in three phases:
+//  1. scores: a group of 8 lanes per key (each lane 8 or 16 of its elements; the queries from
+//     shared memory), summed by three xor-shuffles, written to shared memory (-inf if masked);
+//  2. softmax: a warp per row takes the chunk's 32 scores, updates the row's running max and sum
+//     (float32, base 2) and turns the scores into weights exp2(s - max);
+//  3. values: a warp per key in turn, each lane holding head_dim / 32 elements of every row's
+//     output, rescaled once per chunk.
+// The key and value loads of a chunk go out together, before the scores are computed. Against a
+// warp per key with a warp-wide sum and an online softmax per key (the kernel before), a key
+// costs a few shuffles instead of five per row, and the exponentials are per key and row once.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -24,13 +31,18 @@ using namespace device;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
+constexpr int kGroupLanes = 8;                          // lanes per key in the score phase
+constexpr int kKeysAtOnce = kWarps * 32 / kGroupLanes;  // keys a block scores at once (16)
+constexpr int kChunk = 32;                              // keys per chunk: a warp's lanes
+constexpr int kScoreRounds = kChunk / kKeysAtOnce;      // keys per lane group and chunk
+constexpr int kValueKeys = kChunk / kWarps;             // keys per warp and chunk
+static_assert(kChunk == 32 && kScoreRounds * kKeysAtOnce == kChunk);
 // Splits: enough for kBlocksPerSm blocks per SM over all (row, kv head) pairs, each of at least
-// kMinKeysPerSplit keys. On an H200 (7B, decode at 640 and 4,096 keys) 4 blocks and 16 keys beat 2
-// and 32 by 3% and 12% end to end; 8 and 8, 16 and 4 or 4 and 8 were no better (bench/RESULTS.md).
-// MISTRAL_ATTN_BLOCKS_PER_SM and MISTRAL_ATTN_MIN_KEYS override them (for benchmarks).
-constexpr int kMinKeysPerSplit = 16;
+// kMinKeysPerSplit keys (MISTRAL_ATTN_BLOCKS_PER_SM and MISTRAL_ATTN_MIN_KEYS override them, for
+// benchmarks). On an H100 (7B, 4,096 positions) 4 and 32 were as fast as 4 and 16 and 3% faster
+// than 2 and 64 (bench/RESULTS.md).
+constexpr int kMinKeysPerSplit = 32;
 constexpr int kBlocksPerSm = 4;
-constexpr int kKeysInFlight = 8;  // per warp
 
 struct Split {
   int splits;
@@ -52,13 +64,9 @@ Split plan_splits(const KernelContext& ctx, const AttentionParams& p) {
 
 // E bf16 (E = 2 or 4: 4 or 8 bytes) as loaded, and as float.
 template <int E>
-using RawRow = std::conditional_t<E == 4, uint2, uint32_t>;
+using RawValue = std::conditional_t<E == 4, uint2, uint32_t>;
 template <int E>
-__device__ __forceinline__ RawRow<E> load_raw(const bf16* p) {
-  return *reinterpret_cast<const RawRow<E>*>(p);
-}
-template <int E>
-__device__ __forceinline__ void to_floats(RawRow<E> raw, float (&f)[E]) {
+__device__ __forceinline__ void to_floats(RawValue<E> raw, float (&f)[E]) {
   if constexpr (E == 4) {
     const float2 a = __bfloat1622float2(as_bf162(raw.x)), b = __bfloat1622float2(as_bf162(raw.y));
     f[0] = a.x;
@@ -71,9 +79,21 @@ __device__ __forceinline__ void to_floats(RawRow<E> raw, float (&f)[E]) {
     f[1] = a.y;
   }
 }
-template <int E>
-__device__ __forceinline__ void load_row(const bf16* p, float (&f)[E]) {
-  to_floats<E>(load_raw<E>(p), f);
+
+// acc + the products of 8 bf16 of a key and 8 floats of a query row (shared memory).
+__device__ __forceinline__ float dot8(uint4 k, const float* q, float acc) {
+  const float4 q0 = *reinterpret_cast<const float4*>(q);
+  const float4 q1 = *reinterpret_cast<const float4*>(q + 4);
+  const float2 k0 = __bfloat1622float2(as_bf162(k.x)), k1 = __bfloat1622float2(as_bf162(k.y));
+  const float2 k2 = __bfloat1622float2(as_bf162(k.z)), k3 = __bfloat1622float2(as_bf162(k.w));
+  acc = fmaf(q0.x, k0.x, acc);
+  acc = fmaf(q0.y, k0.y, acc);
+  acc = fmaf(q0.z, k1.x, acc);
+  acc = fmaf(q0.w, k1.y, acc);
+  acc = fmaf(q1.x, k2.x, acc);
+  acc = fmaf(q1.y, k2.y, acc);
+  acc = fmaf(q1.z, k3.x, acc);
+  return fmaf(q1.w, k3.y, acc);
 }
 
 // R: the largest row count this instance takes (rows = T * group <= R).
@@ -81,98 +101,160 @@ template <int D, int R>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_kernel(AttentionParams p, float scale_log2, int64_t keys_per_split,
                             float* __restrict__ part_acc, float* __restrict__ part_ml) {
+  constexpr int E = D / 32;                  // value elements per lane
+  constexpr int kPieces = D / 64;            // 16-byte pieces of a key per lane in the score phase
+  constexpr int kPieceStride = D / kPieces;  // elements between a lane's pieces (64)
+  __shared__ __align__(16) float s_q[R][D];
+  __shared__ float s_w[R][kChunk];  // the chunk's scores, then its weights
+  __shared__ float s_max[R], s_sum[R], s_alpha[R];
+  __shared__ __align__(16) float s_acc[kWarps][R][D];
+
   device::begin_after_prior_kernels();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
-  constexpr int E = D / 32;
   const int64_t b = blockIdx.z, kvh = blockIdx.y;
   const int split = blockIdx.x, splits = gridDim.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int key_group = tid / kGroupLanes, group_lane = tid % kGroupLanes;
   const int64_t group = p.num_heads / p.num_kv_heads;
   const int rows = static_cast<int>(p.new_tokens * group);
 
-  float q[R][E], acc[R][E], row_max[R], row_sum[R];
+  for (int i = tid; i < rows * D / 8; i += kThreads) {  // the queries, 8 elements at a time
+    const int r = i / (D / 8), d = (i % (D / 8)) * 8;
+    const int64_t tq = r / group, h = kvh * group + r % group;
+    const uint4 raw =
+        *reinterpret_cast<const uint4*>(p.q + ((b * p.new_tokens + tq) * p.num_heads + h) * D + d);
+    const float2 a = __bfloat1622float2(as_bf162(raw.x)), c = __bfloat1622float2(as_bf162(raw.y));
+    const float2 e = __bfloat1622float2(as_bf162(raw.z)), f = __bfloat1622float2(as_bf162(raw.w));
+    *reinterpret_cast<float4*>(&s_q[r][d]) = make_float4(a.x, a.y, c.x, c.y);
+    *reinterpret_cast<float4*>(&s_q[r][d + 4]) = make_float4(e.x, e.y, f.x, f.y);
+  }
+  if (tid < R) {
+    s_max[tid] = -INFINITY;
+    s_sum[tid] = 0.0f;
+  }
+  float acc[R][E];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    row_max[r] = -INFINITY;
-    row_sum[r] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < E; ++e) q[r][e] = acc[r][e] = 0.0f;
-    if (r < rows) {
-      const int64_t tq = r / group, h = kvh * group + r % group;
-      load_row<E>(p.q + ((b * p.new_tokens + tq) * p.num_heads + h) * D + lane * E, q[r]);
-    }
+    for (int e = 0; e < E; ++e) acc[r][e] = 0.0f;
   }
+  __syncthreads();
 
   const int64_t begin = split * keys_per_split;
   const int64_t end = std::min(begin + keys_per_split, p.capacity + p.new_tokens);
-  // A warp takes keys begin + warp, + kWarps, ... in that order, kKeysInFlight at a time: the
-  // slot, table, key and value loads of all of them are issued before the first is used (one key
-  // at a time, each key was two dependent trips to memory, 22 us per layer at 640 keys on an
-  // H200). Every slot of the pool is a valid address, so the loads do not wait for validity.
-  for (int64_t j0 = begin + warp; j0 < end; j0 += kWarps * kKeysInFlight) {
-    RawRow<E> k_raw[kKeysInFlight], v_raw[kKeysInFlight];
-    int64_t seq[kKeysInFlight];
+  for (int64_t j0 = begin; j0 < end; j0 += kChunk) {
+    // Every load of the chunk first: keys key_group + 16 u (score phase), values warp + 4 t
+    // (value phase). Every slot of the pool is a valid address; empty slots are masked (and
+    // their values zeroed, as they may hold anything).
+    uint4 k_raw[kScoreRounds][kPieces];
+    int64_t k_seq[kScoreRounds];
 #pragma unroll
-    for (int u = 0; u < kKeysInFlight; ++u) {
-      const int64_t j = j0 + int64_t(u) * kWarps;
-      seq[u] = -1;
+    for (int u = 0; u < kScoreRounds; ++u) {
+      const int64_t j = j0 + key_group + u * kKeysAtOnce;
+      k_seq[u] = -1;
+#pragma unroll
+      for (int i = 0; i < kPieces; ++i) k_raw[u][i] = make_uint4(0, 0, 0, 0);
       if (j < end) {
         const bf16 *k_src, *v_src;
-        seq[u] = key_at(p, b, kvh, j, &k_src, &v_src);
-        k_raw[u] = load_raw<E>(k_src + lane * E);
-        v_raw[u] = load_raw<E>(v_src + lane * E);
+        k_seq[u] = key_at(p, b, kvh, j, &k_src, &v_src);
+#pragma unroll
+        for (int i = 0; i < kPieces; ++i) {
+          k_raw[u][i] = *reinterpret_cast<const uint4*>(k_src + i * kPieceStride + group_lane * 8);
+        }
       }
     }
+    RawValue<E> v_raw[kValueKeys];
+    bool v_live[kValueKeys];
 #pragma unroll
-    for (int u = 0; u < kKeysInFlight; ++u) {
-      if (seq[u] < 0) continue;  // uniform across the warp
-      float k[E], v[E];
-      to_floats<E>(k_raw[u], k);
-      to_floats<E>(v_raw[u], v);
+    for (int t = 0; t < kValueKeys; ++t) {
+      const int64_t j = j0 + warp + t * kWarps;
+      v_live[t] = false;
+      if (j < end) {
+        const bf16 *k_src, *v_src;
+        v_live[t] = key_at(p, b, kvh, j, &k_src, &v_src) >= 0;
+        v_raw[t] = *reinterpret_cast<const RawValue<E>*>(v_src + lane * E);
+      }
+    }
+
+    // 1. Scores (every lane of a group ends with the sum; lane r % 8 stores row r's).
+#pragma unroll
+    for (int u = 0; u < kScoreRounds; ++u) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r >= rows || !visible(p.first_seq_index + r / group, seq[u], p.sliding_window)) {
-          continue;
-        }
+        if (r >= rows) break;  // the same in every thread
         float dot = 0.0f;
 #pragma unroll
-        for (int e = 0; e < E; ++e) dot = fmaf(q[r][e], k[e], dot);
-        const float s = warp_sum(dot) * scale_log2;
-        const float new_max = fmaxf(row_max[r], s);
-        const float alpha = exp2f(row_max[r] - new_max), w = exp2f(s - new_max);
-        row_max[r] = new_max;
-        row_sum[r] = row_sum[r] * alpha + w;
-#pragma unroll
-        for (int e = 0; e < E; ++e) acc[r][e] = fmaf(w, v[e], acc[r][e] * alpha);
+        for (int i = 0; i < kPieces; ++i) {
+          dot = dot8(k_raw[u][i], &s_q[r][i * kPieceStride + group_lane * 8], dot);
+        }
+        dot += __shfl_xor_sync(kFullMask, dot, 1);
+        dot += __shfl_xor_sync(kFullMask, dot, 2);
+        dot += __shfl_xor_sync(kFullMask, dot, 4);
+        if (group_lane == r % kGroupLanes) {
+          const bool seen = visible(p.first_seq_index + r / group, k_seq[u], p.sliding_window);
+          s_w[r][key_group + u * kKeysAtOnce] = seen ? dot * scale_log2 : -INFINITY;
+        }
       }
     }
+    __syncthreads();
+
+    // 2. Softmax: a warp per row, a lane per key of the chunk.
+    for (int r = warp; r < rows; r += kWarps) {
+      const float s = s_w[r][lane];
+      const float old_max = s_max[r];
+      const float new_max = fmaxf(old_max, warp_max(s));
+      const bool any = new_max != -INFINITY;
+      const float w = any ? exp2f(s - new_max) : 0.0f;
+      const float alpha = any ? exp2f(old_max - new_max) : 1.0f;
+      const float sum = warp_sum(w);
+      s_w[r][lane] = w;
+      __syncwarp();
+      if (lane == 0) {
+        s_max[r] = new_max;
+        s_sum[r] = s_sum[r] * alpha + sum;
+        s_alpha[r] = alpha;
+      }
+    }
+    __syncthreads();
+
+    // 3. Values.
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const float alpha = s_alpha[r];
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[r][e] *= alpha;
+    }
+#pragma unroll
+    for (int t = 0; t < kValueKeys; ++t) {
+      if (!v_live[t]) continue;  // the same in the whole warp
+      float v[E];
+      to_floats<E>(v_raw[t], v);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        const float w = s_w[r][warp + t * kWarps];
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[r][e] = fmaf(w, v[e], acc[r][e]);
+      }
+    }
+    __syncthreads();  // s_w and s_alpha are written again by the next chunk
   }
 
-  // Merge the warps: per row, rescale each warp's sums to the common max.
-  __shared__ float s_max[kWarps][R], s_sum[kWarps][R];
-  __shared__ float s_acc[kWarps][R][D];
+  // Merge the warps (one scale, so a sum), then normalize or store the split's partial sums.
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    if (lane == 0) {
-      s_max[warp][r] = row_max[r];
-      s_sum[warp][r] = row_sum[r];
-    }
+    if (r >= rows) break;
 #pragma unroll
     for (int e = 0; e < E; ++e) s_acc[warp][r][lane * E + e] = acc[r][e];
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < rows * D; idx += kThreads) {
+  for (int idx = tid; idx < rows * D; idx += kThreads) {
     const int r = idx / D, d = idx % D;
-    float m = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, s_max[w][r]);
-    float l = 0.0f, a = 0.0f;
-    if (m != -INFINITY) {
-      for (int w = 0; w < kWarps; ++w) {
-        const float f = exp2f(s_max[w][r] - m);
-        l += s_sum[w][r] * f;
-        a += s_acc[w][r][d] * f;
-      }
-    }
+    float a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) a += s_acc[w][r][d];
+    const float m = s_max[r], l = s_sum[r];
     if (splits == 1) {
       const int64_t tq = r / group, h = kvh * group + r % group;
       p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
