@@ -149,21 +149,15 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, uint8_t* smem) {
         for (int j = 0; j < kChunk; ++j) amax = fmaxf(amax, fabsf(f[j]));
         amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, 1));
         amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, 2));
-        const float qinv = amax > 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
-        uint32_t word[2] = {0, 0};
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j) {
-          const int q = __float2int_rn(f[j] * qinv);
-          sum += q;
-          word[j / 4] |= uint32_t(q & 0xff) << (8 * (j % 4));
-        }
+        uint32_t word[kChunk / 4];
+        quantize_x_values(f, amax, word, sum);
         sum += __shfl_xor_sync(kFullMask, sum, 1);
         sum += __shfl_xor_sync(kFullMask, sum, 2);
         if (live) {
           reinterpret_cast<uint2*>(xq)[c] = make_uint2(word[0], word[1]);
           if (c % 4 == 0) {
-            dx[c / 4] = amax / 127.0f;
+            dx[c / 4] = x_group_scale(amax);
             xsum[c / 4] = sum;
           }
         }

@@ -61,4 +61,25 @@ __device__ __forceinline__ float dot_bf16_piece(uint4 w, uint4 x, float acc) {
   return acc;
 }
 
+// x quantized per group of 32 for int8 / int4 weights, the CPU backend's rule (core/quant.h):
+// xq = round-half-even(x * 127 / max|x|), dx = max|x| / 127 (0 and 0 for a group of zeros).
+// N values with max|x| = amax (of their whole group) into N / 4 words of signed bytes, the first
+// value in the low byte; sum gets the xq added.
+template <int N>
+__device__ __forceinline__ void quantize_x_values(const float (&v)[N], float amax,
+                                                  uint32_t (&words)[N / 4], int& sum) {
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+#pragma unroll
+  for (int w = 0; w < N / 4; ++w) {
+    words[w] = 0;
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      const int q = __float2int_rn(v[w * 4 + b] * inv);
+      sum += q;
+      words[w] |= uint32_t(q & 0xff) << (8 * b);
+    }
+  }
+}
+__device__ __forceinline__ float x_group_scale(float amax) { return amax / 127.0f; }
+
 }  // namespace mistral::cuda::device

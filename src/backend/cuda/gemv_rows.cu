@@ -125,24 +125,13 @@ __global__ void quantize_x_kernel(const bf16* __restrict__ x, int64_t groups,
   float amax = 0.0f;
 #pragma unroll
   for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   int sum = 0;
   uint32_t packed[8];
-#pragma unroll
-  for (int w = 0; w < 8; ++w) {
-    uint32_t word = 0;
-#pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      const int q = __float2int_rn(v[w * 4 + b] * inv);
-      sum += q;
-      word |= uint32_t(q & 0xff) << (8 * b);
-    }
-    packed[w] = word;
-  }
+  device::quantize_x_values(v, amax, packed, sum);
   uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
   dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
   dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-  dx[g] = amax / 127.0f;
+  dx[g] = device::x_group_scale(amax);
   xsum[g] = sum;
 }
 
