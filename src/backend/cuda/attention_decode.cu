@@ -62,38 +62,41 @@ Split plan_splits(const KernelContext& ctx, const AttentionParams& p) {
   return {static_cast<int>((keys + per - 1) / per), per};
 }
 
-// E bf16 (E = 2 or 4: 4 or 8 bytes) as loaded, and as float.
+// E bf16 (E = 2, 4 or 8: 4, 8 or 16 bytes) as loaded, and as float.
 template <int E>
-using RawValue = std::conditional_t<E == 4, uint2, uint32_t>;
+using RawValue = std::conditional_t<E == 8, uint4, std::conditional_t<E == 4, uint2, uint32_t>>;
 template <int E>
 __device__ __forceinline__ void to_floats(RawValue<E> raw, float (&f)[E]) {
-  if constexpr (E == 4) {
-    const float2 a = __bfloat1622float2(as_bf162(raw.x)), b = __bfloat1622float2(as_bf162(raw.y));
-    f[0] = a.x;
-    f[1] = a.y;
-    f[2] = b.x;
-    f[3] = b.y;
+  uint32_t words[E / 2];
+  if constexpr (E == 8) {
+    words[0] = raw.x, words[1] = raw.y, words[2] = raw.z, words[3] = raw.w;
+  } else if constexpr (E == 4) {
+    words[0] = raw.x, words[1] = raw.y;
   } else {
-    const float2 a = __bfloat1622float2(as_bf162(raw));
-    f[0] = a.x;
-    f[1] = a.y;
+    words[0] = raw;
+  }
+#pragma unroll
+  for (int i = 0; i < E / 2; ++i) {
+    const float2 pair = __bfloat1622float2(as_bf162(words[i]));
+    f[2 * i] = pair.x;
+    f[2 * i + 1] = pair.y;
   }
 }
 
 // acc + the products of 8 bf16 of a key and 8 floats of a query row (shared memory).
-__device__ __forceinline__ float dot8(uint4 k, const float* q, float acc) {
+__device__ __forceinline__ float dot8(uint4 k_raw, const float* q, float acc) {
+  float k[8];
+  to_floats<8>(k_raw, k);
   const float4 q0 = *reinterpret_cast<const float4*>(q);
   const float4 q1 = *reinterpret_cast<const float4*>(q + 4);
-  const float2 k0 = __bfloat1622float2(as_bf162(k.x)), k1 = __bfloat1622float2(as_bf162(k.y));
-  const float2 k2 = __bfloat1622float2(as_bf162(k.z)), k3 = __bfloat1622float2(as_bf162(k.w));
-  acc = fmaf(q0.x, k0.x, acc);
-  acc = fmaf(q0.y, k0.y, acc);
-  acc = fmaf(q0.z, k1.x, acc);
-  acc = fmaf(q0.w, k1.y, acc);
-  acc = fmaf(q1.x, k2.x, acc);
-  acc = fmaf(q1.y, k2.y, acc);
-  acc = fmaf(q1.z, k3.x, acc);
-  return fmaf(q1.w, k3.y, acc);
+  acc = fmaf(q0.x, k[0], acc);
+  acc = fmaf(q0.y, k[1], acc);
+  acc = fmaf(q0.z, k[2], acc);
+  acc = fmaf(q0.w, k[3], acc);
+  acc = fmaf(q1.x, k[4], acc);
+  acc = fmaf(q1.y, k[5], acc);
+  acc = fmaf(q1.z, k[6], acc);
+  return fmaf(q1.w, k[7], acc);
 }
 
 // R: the largest row count this instance takes (rows = T * group <= R).
@@ -121,12 +124,12 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = tid; i < rows * D / 8; i += kThreads) {  // the queries, 8 elements at a time
     const int r = i / (D / 8), d = (i % (D / 8)) * 8;
     const int64_t tq = r / group, h = kvh * group + r % group;
-    const uint4 raw =
-        *reinterpret_cast<const uint4*>(p.q + ((b * p.new_tokens + tq) * p.num_heads + h) * D + d);
-    const float2 a = __bfloat1622float2(as_bf162(raw.x)), c = __bfloat1622float2(as_bf162(raw.y));
-    const float2 e = __bfloat1622float2(as_bf162(raw.z)), f = __bfloat1622float2(as_bf162(raw.w));
-    *reinterpret_cast<float4*>(&s_q[r][d]) = make_float4(a.x, a.y, c.x, c.y);
-    *reinterpret_cast<float4*>(&s_q[r][d + 4]) = make_float4(e.x, e.y, f.x, f.y);
+    float f[8];
+    to_floats<8>(
+        *reinterpret_cast<const uint4*>(p.q + ((b * p.new_tokens + tq) * p.num_heads + h) * D + d),
+        f);
+    *reinterpret_cast<float4*>(&s_q[r][d]) = make_float4(f[0], f[1], f[2], f[3]);
+    *reinterpret_cast<float4*>(&s_q[r][d + 4]) = make_float4(f[4], f[5], f[6], f[7]);
   }
   if (tid < R) {
     s_max[tid] = -INFINITY;
