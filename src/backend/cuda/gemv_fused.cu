@@ -4,8 +4,9 @@
 // quantization of x that otherwise runs as a kernel of its own. At batch 1 those small kernels
 // cost more than their work: each is a launch, a ramp and a drain between two GEMVs.
 //
-// Layout as gemv_rows.cu: 8 warps per block, a warp per row of W streaming 16-byte pieces with 4
-// loads in flight per lane, its first loads issued before the kernel waits for the one before it.
+// Layout as gemv_rows.cu: a warp per row of W streaming 16-byte pieces with 4 loads in flight per
+// lane, its first loads issued before the kernel waits for the one before it; 8 warps per block
+// for bf16 weights, 16 for int8 / int4 (see with_block_warps).
 // What each block does first (the prologue), after that wait:
 //  - norm: the row's sum of squares, with the thread layout and summation order of rmsnorm's
 //    kernel (256 threads, 8 values each, stride 2048, block_sum), then x_i = bf16(weight_i *
@@ -42,8 +43,14 @@ namespace {
 
 using namespace device;
 
+// Warps per block (kW below): kRowWarps for bf16 weights; 16 for int8 / int4, whose every block
+// quantizes all of x (half the blocks pay that prologue, each thread does half the steps).
+// MISTRAL_FUSED_WARPS=8 gives int8 / int4 the bf16 shape, for comparisons.
 constexpr int kWarps = kRowWarps;
-constexpr int kThreads = kWarps * 32;
+constexpr int kQuantWarps = 16;
+// The norm's sum of squares keeps rmsnorm's layout (256 threads, stride 2048) at any block size:
+// threads past it add nothing, so the sum has the same bits.
+constexpr int kNormThreads = 256;
 constexpr int kLoads = kRowLoadsInFlight;
 constexpr int kChunk = 8;  // x values per thread and prologue step: 16 bytes of bf16
 // Prologue steps whose loads a thread issues before it uses the first (down's k = 14,336 is 7
@@ -78,22 +85,24 @@ __device__ __forceinline__ void load_chunk(const bf16* p, float (&f)[kChunk]) {
 
 // The prologue (see the top of the file); ends with the block synchronized when it wrote
 // shared memory.
-template <WeightFormat F, bool kNorm>
+template <WeightFormat F, bool kNorm, int kThreads>
 __device__ __forceinline__ void prepare_x(const FusedArgs& a, uint8_t* smem) {
   const int tid = threadIdx.x;
   const int chunks = a.k / kChunk;
   float inv = 0.0f;
   if constexpr (kNorm) {
     float sum_sq = 0.0f;
-    for (int c0 = tid; c0 < chunks; c0 += kStepsAtOnce * kThreads) {
+    for (int c0 = tid; tid < kNormThreads && c0 < chunks; c0 += kStepsAtOnce * kNormThreads) {
       float f[kStepsAtOnce][kChunk];
 #pragma unroll
       for (int u = 0; u < kStepsAtOnce; ++u) {
-        if (c0 + u * kThreads < chunks) load_chunk(a.x + (c0 + u * kThreads) * kChunk, f[u]);
+        if (c0 + u * kNormThreads < chunks) {
+          load_chunk(a.x + (c0 + u * kNormThreads) * kChunk, f[u]);
+        }
       }
 #pragma unroll
       for (int u = 0; u < kStepsAtOnce; ++u) {
-        if (c0 + u * kThreads >= chunks) break;
+        if (c0 + u * kNormThreads >= chunks) break;
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) sum_sq = fmaf(f[u][j], f[u][j], sum_sq);
       }
@@ -176,9 +185,9 @@ struct WarpRow {
   const __half* scales;
 };
 
-template <WeightFormat F, GemvOutput kOut>
+template <WeightFormat F, GemvOutput kOut, int kW>
 __device__ __forceinline__ WarpRow warp_row(const FusedArgs& a, int64_t group, int warp) {
-  constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kWarps / 2 : kWarps;
+  constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
   const int64_t outputs = kOut == GemvOutput::kSwiGLU ? a.n / 2 : a.n;
   const int row_bytes = F == WeightFormat::kInt8   ? a.k
                         : F == WeightFormat::kInt4 ? a.k / 2
@@ -197,23 +206,23 @@ __device__ __forceinline__ WarpRow warp_row(const FusedArgs& a, int64_t group, i
 // A grid of at most as many blocks as fit the GPU at once, each taking row groups blockIdx.x,
 // + gridDim.x, ...: the prologue is paid once per block, and a warp issues the first loads of its
 // next row before it reduces and stores the current one.
-template <WeightFormat F, typename OutT, bool kNorm, GemvOutput kOut>
-__global__ void __launch_bounds__(kThreads)
+template <WeightFormat F, typename OutT, bool kNorm, GemvOutput kOut, int kW>
+__global__ void __launch_bounds__(kW * 32)
     gemv_fused_kernel(FusedArgs a, int64_t groups, OutT* __restrict__ y) {
   extern __shared__ __align__(16) uint8_t smem[];
-  constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kWarps / 2 : kWarps;
+  constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
   constexpr bool kQuant = F != WeightFormat::kBF16;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   auto group_of = [](int c) { return F == WeightFormat::kInt8 ? c / 2 : c; };
   allow_next_kernel();
   int64_t group = blockIdx.x;
-  WarpRow r = warp_row<F, kOut>(a, group, warp);
+  WarpRow r = warp_row<F, kOut, kW>(a, group, warp);
   uint4 wv[kLoads];
   __half sv[kLoads];
   load_pieces(r.w, r.pieces, 0, lane, wv);  // the weights: no kernel writes them
   if constexpr (kQuant) load_scales(r.scales, r.pieces, 0, lane, group_of, sv);
   wait_for_prior_kernels();
-  prepare_x<F, kNorm>(a, smem);
+  prepare_x<F, kNorm, kW * 32>(a, smem);
 
   const int k_groups = a.k / kQuantGroup;
   const uint4* xs = reinterpret_cast<const uint4*>(smem);
@@ -251,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t next = group + gridDim.x;
     const WarpRow current = r;
     if (next < groups) {
-      r = warp_row<F, kOut>(a, next, warp);
+      r = warp_row<F, kOut, kW>(a, next, warp);
       load_pieces(r.w, r.pieces, 0, lane, wv);
       if constexpr (kQuant) load_scales(r.scales, r.pieces, 0, lane, group_of, sv);
     }
@@ -278,9 +287,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Blocks of the kernel that fit one SM at once with `shared` bytes of dynamic shared memory
-// (asked of the runtime once per kernel and size).
-int resident_blocks(const void* kernel, size_t shared) {
+// Blocks of the kernel that fit one SM at once with `threads` threads and `shared` bytes of
+// dynamic shared memory (asked of the runtime once per kernel and size).
+int resident_blocks(const void* kernel, int threads, size_t shared) {
   static std::mutex mutex;
   static std::map<std::pair<const void*, size_t>, int> known;
   std::lock_guard<std::mutex> lock(mutex);
@@ -288,29 +297,47 @@ int resident_blocks(const void* kernel, size_t shared) {
   if (it == known.end()) {
     int blocks = 0;
     MISTRAL_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, shared));
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, shared));
     it = known.emplace(std::make_pair(kernel, shared), std::max(1, blocks)).first;
   }
   return it->second;
 }
 
+// f(warps per block as an integral constant): kWarps for bf16 weights, kQuantWarps for int8 /
+// int4 unless MISTRAL_FUSED_WARPS=8. On an H100 (random 7B, 512-token prompt) 16 warps took int4
+// decode from 386-387 to 395-397 tok/s and int8 from 273 to 278; 32 warps (one block per SM) gave
+// int4 378, and bf16 measured no better with 16 (171.7 against 172.3): bench/RESULTS.md.
+template <WeightFormat F, typename Fn>
+void with_block_warps(Fn&& f) {
+  if constexpr (F == WeightFormat::kBF16) {
+    f(std::integral_constant<int, kWarps>());
+  } else {
+    static const int warps = env_int("MISTRAL_FUSED_WARPS", kQuantWarps);
+    if (warps == kWarps) return f(std::integral_constant<int, kWarps>());
+    f(std::integral_constant<int, kQuantWarps>());
+  }
+}
+
 template <WeightFormat F, typename OutT, bool kNorm, GemvOutput kOut>
 void launch_fused(KernelContext& ctx, const FusedArgs& a, OutT* y) {
-  const int64_t per_group = kOut == GemvOutput::kSwiGLU ? kWarps / 2 : kWarps;
-  const int64_t outputs = kOut == GemvOutput::kSwiGLU ? a.n / 2 : a.n;
-  const int64_t groups = (outputs + per_group - 1) / per_group;
-  auto* kernel = gemv_fused_kernel<F, OutT, kNorm, kOut>;
-  const size_t shared = shared_bytes(F, kNorm, a.k);
-  // bf16 weights: a block per row group; their prologue (the norm, if any) is short next to
-  // rows of 8 KB, and the looping grid measured 3% slower end to end there.
-  int64_t blocks = groups;
-  if constexpr (F != WeightFormat::kBF16) {
-    static const int per_sm_cap = env_int("MISTRAL_FUSED_GEMV_BLOCKS_PER_SM", 0);  // 0: all fit
-    int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), shared);
-    if (per_sm_cap > 0) per_sm = std::min(per_sm, per_sm_cap);
-    blocks = std::min<int64_t>(groups, int64_t(per_sm) * ctx.num_sms());
-  }
-  launch_kernel(ctx, kernel, static_cast<unsigned>(blocks), kThreads, shared, a, groups, y);
+  with_block_warps<F>([&](auto warps) {
+    constexpr int kW = decltype(warps)::value;
+    const int64_t per_group = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
+    const int64_t outputs = kOut == GemvOutput::kSwiGLU ? a.n / 2 : a.n;
+    const int64_t groups = (outputs + per_group - 1) / per_group;
+    auto* kernel = gemv_fused_kernel<F, OutT, kNorm, kOut, kW>;
+    const size_t shared = shared_bytes(F, kNorm, a.k);
+    // bf16 weights: a block per row group; their prologue (the norm, if any) is short next to
+    // rows of 8 KB, and the looping grid measured 3% slower end to end there.
+    int64_t blocks = groups;
+    if constexpr (F != WeightFormat::kBF16) {
+      static const int per_sm_cap = env_int("MISTRAL_FUSED_GEMV_BLOCKS_PER_SM", 0);  // 0: all fit
+      int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), kW * 32, shared);
+      if (per_sm_cap > 0) per_sm = std::min(per_sm, per_sm_cap);
+      blocks = std::min<int64_t>(groups, int64_t(per_sm) * ctx.num_sms());
+    }
+    launch_kernel(ctx, kernel, static_cast<unsigned>(blocks), kW * 32, shared, a, groups, y);
+  });
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
