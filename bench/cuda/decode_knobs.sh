@@ -4,8 +4,9 @@
 # in the row GEMV (MISTRAL_GEMV_INFLIGHT; single-row decode takes the fused GEMV, so these runs
 # turn the fusions off), the warps per block (MISTRAL_FUSED_WARPS) and blocks per SM
 # (MISTRAL_FUSED_GEMV_BLOCKS_PER_SM) of the fused GEMV's grid for int8/int4, and the split plan
-# of decode attention (MISTRAL_ATTN_BLOCKS_PER_SM, MISTRAL_ATTN_MIN_KEYS, also at 4,096 keys). The defaults in
-# gemv_rows.cu, gemv_fused.cu and attention_decode.cu were picked with it (bench/RESULTS.md).
+# of decode attention (MISTRAL_ATTN_BLOCKS_PER_SM, MISTRAL_ATTN_MIN_KEYS, also at 4,096 keys).
+# The defaults in gemv_rows.cu, gemv_fused.cu and attention_decode.cu were picked with it
+# (bench/RESULTS.md).
 # Usage (repository root, after stage_device.sh and `source bench/cuda/device_env.sh`):
 #   bench/cuda/decode_knobs.sh OUT_DIR [WORK_DIR]
 set -uo pipefail

@@ -176,6 +176,15 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, uint8_t* smem) {
   }
 }
 
+// Outputs of one row group of a block of kW warps (SwiGLU: half the warps take gate rows, half
+// the matching up rows), and outputs of W in all (SwiGLU: half its n rows).
+template <GemvOutput kOut, int kW>
+constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
+template <GemvOutput kOut>
+__host__ __device__ constexpr int64_t output_count(int64_t n) {
+  return kOut == GemvOutput::kSwiGLU ? n / 2 : n;
+}
+
 // Where a warp's row of W is, for one row group (8 rows, or 4 gate rows and their 4 up rows).
 struct WarpRow {
   int64_t out;  // output index
@@ -187,16 +196,16 @@ struct WarpRow {
 
 template <WeightFormat F, GemvOutput kOut, int kW>
 __device__ __forceinline__ WarpRow warp_row(const FusedArgs& a, int64_t group, int warp) {
-  constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
-  const int64_t outputs = kOut == GemvOutput::kSwiGLU ? a.n / 2 : a.n;
+  constexpr int kPerGroup = kOutputsPerGroup<kOut, kW>;
+  const int64_t outputs = output_count<kOut>(a.n);
   const int row_bytes = F == WeightFormat::kInt8   ? a.k
                         : F == WeightFormat::kInt4 ? a.k / 2
                                                    : a.k * 2;
   WarpRow r;
-  r.out = group * kOutputsPerGroup + warp % kOutputsPerGroup;
+  r.out = group * kPerGroup + warp % kPerGroup;
   r.valid = r.out < outputs;
   // SwiGLU: warps 0-3 take rows of the gate half, warps 4-7 the same rows of the up half.
-  const int64_t row = !r.valid ? 0 : warp < kOutputsPerGroup ? r.out : outputs + r.out;
+  const int64_t row = !r.valid ? 0 : warp < kPerGroup ? r.out : outputs + r.out;
   r.pieces = r.valid ? row_bytes / 16 : 0;
   r.w = reinterpret_cast<const uint4*>(a.w + row * int64_t(row_bytes));
   r.scales = F == WeightFormat::kBF16 ? nullptr : a.scales + row * int64_t(a.k / kQuantGroup);
@@ -210,7 +219,7 @@ template <WeightFormat F, typename OutT, bool kNorm, GemvOutput kOut, int kW>
 __global__ void __launch_bounds__(kW * 32)
     gemv_fused_kernel(FusedArgs a, int64_t groups, OutT* __restrict__ y) {
   extern __shared__ __align__(16) uint8_t smem[];
-  constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
+  constexpr int kPerGroup = kOutputsPerGroup<kOut, kW>;
   constexpr bool kQuant = F != WeightFormat::kBF16;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   auto group_of = [](int c) { return F == WeightFormat::kInt8 ? c / 2 : c; };
@@ -266,10 +275,10 @@ __global__ void __launch_bounds__(kW * 32)
     }
     const float sum = warp_sum(acc);
     if constexpr (kOut == GemvOutput::kSwiGLU) {
-      __shared__ float up[kOutputsPerGroup];
-      if (warp >= kOutputsPerGroup && lane == 0) up[warp - kOutputsPerGroup] = round_to<bf16>(sum);
+      __shared__ float up[kPerGroup];
+      if (warp >= kPerGroup && lane == 0) up[warp - kPerGroup] = round_to<bf16>(sum);
       __syncthreads();
-      if (warp < kOutputsPerGroup && current.valid && lane == 0) {
+      if (warp < kPerGroup && current.valid && lane == 0) {
         const float g = round_to<bf16>(sum);
         y[current.out] =
             from_float<OutT>(__fmul_rn(round_to<bf16>(g / (1.0f + expf(-g))), up[warp]));
@@ -322,9 +331,8 @@ template <WeightFormat F, typename OutT, bool kNorm, GemvOutput kOut>
 void launch_fused(KernelContext& ctx, const FusedArgs& a, OutT* y) {
   with_block_warps<F>([&](auto warps) {
     constexpr int kW = decltype(warps)::value;
-    const int64_t per_group = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
-    const int64_t outputs = kOut == GemvOutput::kSwiGLU ? a.n / 2 : a.n;
-    const int64_t groups = (outputs + per_group - 1) / per_group;
+    constexpr int64_t kPerGroup = kOutputsPerGroup<kOut, kW>;
+    const int64_t groups = (output_count<kOut>(a.n) + kPerGroup - 1) / kPerGroup;
     auto* kernel = gemv_fused_kernel<F, OutT, kNorm, kOut, kW>;
     const size_t shared = shared_bytes(F, kNorm, a.k);
     // bf16 weights: a block per row group; their prologue (the norm, if any) is short next to
