@@ -5,6 +5,7 @@
 # MISTRAL_GEMV_STREAM=0 then 1; then the ring's knobs with the pipeline on: slots
 # (MISTRAL_STREAM_STAGES), the L2 evict-first hint on the weights (MISTRAL_STREAM_EVICT_FIRST) and
 # blocks per SM (MISTRAL_STREAM_BLOCKS_PER_SM). Prints decode tok/s and ms per token per run.
+# FORMATS (default "bf16 int8 int4") picks the weights of the first part; quick stops after it.
 # Usage (repository root, after stage_device.sh and `source bench/cuda/device_env.sh`):
 #   bench/cuda/gemv_stream_ab.sh OUT_DIR [WORK_DIR] [quick]
 set -uo pipefail
@@ -23,7 +24,7 @@ decode() {  # LABEL ARGS...: prints LABEL, decode tok/s and ms per token
 print(f'{sys.argv[2]:50s} {t:8.1f} tok/s {1000/t:7.3f} ms', flush=True)" "$out/run.json" "$label"
 }
 weights() { [[ $1 == bf16 ]] || echo "--weights $1"; }
-for w in bf16 int8 int4; do
+for w in ${FORMATS:-bf16 int8 int4}; do
   for s in 0 1; do
     MISTRAL_GEMV_STREAM=$s decode "$w, stream $s" $(weights $w)
   done
