@@ -13,16 +13,7 @@ set -uo pipefail
 out=${1:?usage: decode_knobs.sh OUT_DIR [WORK_DIR]}
 work=${2:-/tmp/mb}
 bin=${DEVICE_DIR:-.device_cuda}/mistral
-mkdir -p "$out" "$work"
-[[ -f "$work/m7b/config.json" ]] ||
-  "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null
-decode() {  # LABEL ARGS...: prints LABEL, decode tok/s and ms per token
-  local label=$1; shift
-  "$bin" bench --device cuda --model "$work/m7b" --new-tokens 128 --runs 2 "$@" \
-    > "$out/run.json" 2> "$out/run.err" || { echo "$label: failed"; tail -2 "$out/run.err"; return; }
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); t=d['decode_tok_s']; \
-print(f'{sys.argv[2]:55s} {t:8.1f} tok/s {1000/t:7.3f} ms')" "$out/run.json" "$label"
-}
+source "$(dirname "$0")/decode_run.sh"
 for loads in 2 4 8; do
   MISTRAL_GEMV_INFLIGHT=$loads "${DEVICE_DIR:-.device_cuda}/gemv_bench" --samples 5 \
     --peak-gbs 4814 > "$out/gemv-inflight$loads.txt" 2>&1

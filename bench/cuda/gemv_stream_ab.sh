@@ -13,28 +13,22 @@ out=${1:?usage: gemv_stream_ab.sh OUT_DIR [WORK_DIR] [quick]}
 work=${2:-/tmp/mb}
 quick=${3:-}
 bin=${DEVICE_DIR:-.device_cuda}/mistral
-mkdir -p "$out" "$work"
-[[ -f "$work/m7b/config.json" ]] ||
-  "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null
-decode() {  # LABEL ARGS...: prints LABEL, decode tok/s and ms per token
-  local label=$1; shift
-  "$bin" bench --device cuda --model "$work/m7b" --prompt-tokens 512 --new-tokens 128 --runs 2 \
-    "$@" > "$out/run.json" 2> "$out/run.err" || { echo "$label: failed"; tail -3 "$out/run.err"; return; }
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); t=d['decode_tok_s']; \
-print(f'{sys.argv[2]:50s} {t:8.1f} tok/s {1000/t:7.3f} ms', flush=True)" "$out/run.json" "$label"
+source "$(dirname "$0")/decode_run.sh"
+ab() {  # LABEL WEIGHTS: decode with a 512-token prompt and those weights
+  local w=$2
+  decode "$1" --prompt-tokens 512 $([[ $w == bf16 ]] || echo "--weights $w")
 }
-weights() { [[ $1 == bf16 ]] || echo "--weights $1"; }
 for w in ${FORMATS:-bf16 int8 int4}; do
   for s in 0 1; do
-    MISTRAL_GEMV_STREAM=$s decode "$w, stream $s" $(weights $w)
+    MISTRAL_GEMV_STREAM=$s ab "$w, stream $s" "$w"
   done
 done
 [[ -n $quick ]] && exit 0
 for w in bf16 int4; do
   for stages in 2 6 8; do
-    MISTRAL_GEMV_STREAM=1 MISTRAL_STREAM_STAGES=$stages decode "$w, stream, $stages slots" $(weights $w)
+    MISTRAL_GEMV_STREAM=1 MISTRAL_STREAM_STAGES=$stages ab "$w, stream, $stages slots" "$w"
   done
-  MISTRAL_GEMV_STREAM=1 MISTRAL_STREAM_EVICT_FIRST=0 decode "$w, stream, no evict-first" $(weights $w)
-  MISTRAL_GEMV_STREAM=1 MISTRAL_STREAM_BLOCKS_PER_SM=2 decode "$w, stream, 2 blocks/SM" $(weights $w)
-  MISTRAL_GEMV_STREAM=0 decode "$w, stream 0 again" $(weights $w)
+  MISTRAL_GEMV_STREAM=1 MISTRAL_STREAM_EVICT_FIRST=0 ab "$w, stream, no evict-first" "$w"
+  MISTRAL_GEMV_STREAM=1 MISTRAL_STREAM_BLOCKS_PER_SM=2 ab "$w, stream, 2 blocks/SM" "$w"
+  MISTRAL_GEMV_STREAM=0 ab "$w, stream 0 again" "$w"
 done
