@@ -21,7 +21,8 @@
 // whose only prologue is the norm, keep a block per row group. Dot products are those of
 // gemv_rows.cu with one row of x, and the epilogues round as the ops they replace (add: bf16(y +
 // bf16(sum)); SwiGLU: silu_mul's bf16(bf16(silu(g)) * u) with g, u rounded to bf16 as gemv's
-// outputs are): the fused step gives the same bits as the separate ops.
+// outputs are): the fused step gives the same bits as the separate ops. gemv_stream.cu is a second
+// kernel for the same contract (bulk copies into shared memory, sm_90), picked by takes_bulk_copy.
 #include <algorithm>
 
 #include "backend/cuda/gemv_fused_parts.cuh"
@@ -168,7 +169,9 @@ bool takes_bulk_copy(const KernelContext& ctx, const DeviceWeight& w, const Gemv
     case GemvFusedKernel::kAuto:
       break;
   }
-  static const bool enabled = env_enabled("MISTRAL_GEMV_STREAM");
+  // Opt-in until it is measured against the register kernel on a GPU
+  // (bench/cuda/gemv_stream_ab.sh).
+  static const bool enabled = env_int("MISTRAL_GEMV_STREAM", 0) != 0;
   return enabled && gemv_stream_fits(ctx, w, f);
 }
 

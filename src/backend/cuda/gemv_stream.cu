@@ -19,6 +19,10 @@
 // the register kernel, so the same sums. Slot s has two mbarriers: full[s] (the producer's
 // expect_tx, completed by the copies' bytes) and empty[s] (one arrival per consumer warp).
 // The prologue (prepare_x) and epilogue (store_output) are the register kernel's.
+//
+// Status: opt-in (MISTRAL_GEMV_STREAM=1). Written on 2026-12-06 in a session that got no GPU
+// time; its bit-exact tests (tests/cuda/fused_gemv_test.cc) and the A/B against the register
+// kernel (bench/cuda/gemv_stream_ab.sh) have not run yet. Make it the default only on numbers.
 #include <algorithm>
 #include <mutex>
 #include <set>

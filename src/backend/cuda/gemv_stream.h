@@ -1,6 +1,7 @@
 // The decode GEMV with fused ops (kernels.h, gemv_fused) through a bulk-copy pipeline, for sm_90
-// and later: gemv_stream.cu. gemv_fused picks it over its register-streaming kernel where it
-// fits (GemvFusedKernel); both give the same bits. Included by gemv_fused.cu alone.
+// and later: gemv_stream.cu. gemv_fused takes it instead of its register-streaming kernel when
+// asked (GemvFusedKernel::kBulkCopy, or MISTRAL_GEMV_STREAM=1) and it fits; both give the same
+// bits. Included by gemv_fused.cu alone.
 #pragma once
 
 #include "backend/cuda/gemv_fused_parts.cuh"

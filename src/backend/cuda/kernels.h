@@ -83,7 +83,8 @@ size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
 // weights).
 // Two kernels give those bits: one streams W through registers (gemv_fused.cu, any GPU), the
 // other through shared memory with bulk copies (gemv_stream.cu, sm_90 and later; quantized k a
-// multiple of 256). kAuto takes the second where it can, unless MISTRAL_GEMV_STREAM=0.
+// multiple of 256). kAuto takes the first unless MISTRAL_GEMV_STREAM=1 (then the second where it
+// fits): the second is new and not yet measured on a GPU.
 enum class GemvOutput : uint8_t { kStore, kAddTo, kSwiGLU };
 enum class GemvFusedKernel : uint8_t { kAuto, kRegisters, kBulkCopy };
 struct GemvFusion {
