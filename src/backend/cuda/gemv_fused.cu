@@ -56,9 +56,7 @@ template <WeightFormat F, GemvOutput kOut, int kW>
 __device__ __forceinline__ WarpRow warp_row(const FusedArgs& a, int64_t group, int warp) {
   constexpr int kPerGroup = kOutputsPerGroup<kOut, kW>;
   const int64_t outputs = output_count<kOut>(a.n);
-  const int row_bytes = F == WeightFormat::kInt8   ? a.k
-                        : F == WeightFormat::kInt4 ? a.k / 2
-                                                   : a.k * 2;
+  const int row_bytes = row_bytes_of<F>(a.k);
   WarpRow r;
   r.out = group * kPerGroup + warp % kPerGroup;
   r.valid = r.out < outputs;
@@ -80,7 +78,7 @@ __global__ void __launch_bounds__(kW * 32)
   constexpr int kPerGroup = kOutputsPerGroup<kOut, kW>;
   constexpr bool kQuant = F != WeightFormat::kBF16;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  auto group_of = [](int c) { return F == WeightFormat::kInt8 ? c / 2 : c; };
+  auto group_of = [](int c) { return piece_group<F>(c); };
   allow_next_kernel();
   int64_t group = blockIdx.x;
   WarpRow r = warp_row<F, kOut, kW>(a, group, warp);

@@ -160,6 +160,17 @@ __host__ __device__ constexpr int64_t output_count(int64_t n) {
   return kOut == GemvOutput::kSwiGLU ? n / 2 : n;
 }
 
+// Bytes of one row of W with k columns, and the quantization group (index of its f16 scale in the
+// row) of 16-byte piece c: a piece is 16 int8 values (half a group) or 32 int4 values (a group).
+template <WeightFormat F>
+__host__ __device__ constexpr int row_bytes_of(int k) {
+  return F == WeightFormat::kInt8 ? k : F == WeightFormat::kInt4 ? k / 2 : k * 2;
+}
+template <WeightFormat F>
+__host__ __device__ constexpr int piece_group(int c) {
+  return F == WeightFormat::kInt8 ? c / 2 : c;
+}
+
 // acc plus the product of piece c (16 bytes) of a row of W, with its group scale s (int8 / int4),
 // and x as prepare_x left it in `smem` (bf16 weights without a norm read x from global memory).
 template <WeightFormat F, bool kNorm>
@@ -173,7 +184,7 @@ __device__ __forceinline__ float add_piece(const FusedArgs& a, const uint8_t* sm
     const int k_groups = a.k / kQuantGroup;
     const float* dx = reinterpret_cast<const float*>(smem + a.k);
     const int* xsum = reinterpret_cast<const int*>(smem + a.k + k_groups * sizeof(float));
-    const int g = F == WeightFormat::kInt8 ? c / 2 : c;
+    const int g = piece_group<F>(c);
     int isum;
     if constexpr (F == WeightFormat::kInt8) {
       isum = dot16(wv, xs[c], 0);

@@ -50,10 +50,6 @@ struct Ring {
   bool evict_first;  // weights marked first to leave L2 (they are read once per step)
 };
 
-template <WeightFormat F>
-__host__ __device__ constexpr int row_bytes_of(int k) {
-  return F == WeightFormat::kInt8 ? k : F == WeightFormat::kInt4 ? k / 2 : k * 2;
-}
 // Bytes of f16 scales that go with `w_bytes` of a quantized row (a scale per 32 values).
 template <WeightFormat F>
 __host__ __device__ constexpr int scale_bytes_of(int w_bytes) {
@@ -178,7 +174,7 @@ __global__ void __launch_bounds__(kThreads)
         const int p = i * 32 + lane;
         if (p >= pieces) continue;
         __half scale = __half();
-        if constexpr (kQuant) scale = sc[F == WeightFormat::kInt8 ? p / 2 : p];
+        if constexpr (kQuant) scale = sc[piece_group<F>(p)];
         acc = add_piece<F, kNorm>(a, smem, s.chunk * kChunkPieces + p, w[p], scale, acc);
       }
     }
