@@ -1,4 +1,4 @@
-# Sourced by the decode sweeps (decode_knobs.sh, gemv_stream_ab.sh): makes the random 7B in
+# Sourced by the decode sweeps (decode_knobs.sh): makes the random 7B in
 # $work/m7b once, and decode LABEL ARGS... runs `mistral bench --device cuda` on it (128 decode
 # steps, best of 2, ARGS added) and prints LABEL, decode tok/s and ms per token. Needs $out (for
 # the run's JSON and stderr), $work and $bin (the mistral binary).

@@ -28,12 +28,9 @@ TEST_F(CudaTest, FusedGemvGivesTheBitsOfTheSeparateOps) {
   };
   // n: a block's 8 rows (4 SwiGLU outputs) partly past the end, and Mistral-7B's widths; then
   // more row groups than the GPU holds blocks at once (at most 8 of 256 threads per SM), so that
-  // the int8 / int4 grid's blocks take several groups each, the last one partly past the end;
-  // with k = 256 the same for quantized rows the bulk-copy kernel takes (k a multiple of 256),
-  // whose blocks then wrap their ring of slots many times.
+  // the int8 / int4 grid's blocks take several groups each, the last one partly past the end.
   const int64_t looping = int64_t{8} * 16 * ctx().num_sms() + 12;
-  const Shape shapes[] = {{20, 96},    {6, 1024},     {36, 4096},
-                          {64, 14336}, {looping, 96}, {looping, 256}};
+  const Shape shapes[] = {{20, 96}, {6, 1024}, {36, 4096}, {64, 14336}, {looping, 96}};
   const float eps = 1e-5f;
   uint32_t seed = 300;
   for (WeightFormat f : kFormats) {
@@ -79,30 +76,17 @@ TEST_F(CudaTest, FusedGemvGivesTheBitsOfTheSeparateOps) {
             silu_mul<bf16>(ctx(), product.as<const bf16>(), product.as<const bf16>() + s.n / 2,
                            want.as<bf16>(), s.n / 2);
           }
-          DeviceBuffer want_f;  // float output: the unrounded sums
-          if (out == GemvOutput::kStore) {
-            want_f = poisoned(s.n * sizeof(float));
+          // Fused.
+          DeviceBuffer got = out == GemvOutput::kAddTo ? upload(y0) : poisoned(s.n * sizeof(bf16));
+          gemv_fused(ctx(), xp, w.device(), fusion, got.as<bf16>());
+          ASSERT_EQ(bits(download<BF16>(got, outputs)), bits(download<BF16>(want, outputs)))
+              << what;
+          if (out == GemvOutput::kStore) {  // float output: the unrounded sums
+            DeviceBuffer want_f = poisoned(s.n * sizeof(float));
             gemv(ctx(), input, 1, w.device(), want_f.as<float>());
-          }
-          // Fused, by each kernel that can take it.
-          for (GemvFusedKernel kernel : {GemvFusedKernel::kRegisters, GemvFusedKernel::kBulkCopy}) {
-            fusion.kernel = kernel;
-            if (kernel == GemvFusedKernel::kBulkCopy &&
-                !gemv_fused_bulk_copy_supported(ctx(), w.device(), fusion)) {
-              continue;
-            }
-            const std::string by =
-                what + (kernel == GemvFusedKernel::kBulkCopy ? ", bulk copy" : "");
-            DeviceBuffer got =
-                out == GemvOutput::kAddTo ? upload(y0) : poisoned(s.n * sizeof(bf16));
-            gemv_fused(ctx(), xp, w.device(), fusion, got.as<bf16>());
-            ASSERT_EQ(bits(download<BF16>(got, outputs)), bits(download<BF16>(want, outputs)))
-                << by;
-            if (out == GemvOutput::kStore) {
-              DeviceBuffer got_f = poisoned(s.n * sizeof(float));
-              gemv_fused(ctx(), xp, w.device(), fusion, got_f.as<float>());
-              ASSERT_EQ(download<float>(got_f, s.n), download<float>(want_f, s.n)) << by;
-            }
+            DeviceBuffer got_f = poisoned(s.n * sizeof(float));
+            gemv_fused(ctx(), xp, w.device(), fusion, got_f.as<float>());
+            ASSERT_EQ(download<float>(got_f, s.n), download<float>(want_f, s.n)) << what;
           }
         }
       }
@@ -138,13 +122,6 @@ TEST_F(CudaTest, FusedGemvSaysWhatItCannotTake) {
   EXPECT_TRUE(gemv_fused_supported(w, GemvFusion()));
   w.k = 39296 + 32;
   EXPECT_FALSE(gemv_fused_supported(w, GemvFusion()));
-  // The bulk-copy kernel: sm_90 and later, quantized rows whose scales come in 16-byte pieces.
-  w.k = 96;
-  EXPECT_FALSE(gemv_fused_bulk_copy_supported(ctx(), w, GemvFusion()));
-  w.k = 256;
-  EXPECT_EQ(gemv_fused_bulk_copy_supported(ctx(), w, GemvFusion()), ctx().props().major >= 9);
-  w.scales = reinterpret_cast<const __half*>(258);
-  EXPECT_FALSE(gemv_fused_bulk_copy_supported(ctx(), w, GemvFusion())) << "scales not aligned";
 }
 
 }  // namespace

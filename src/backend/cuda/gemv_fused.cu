@@ -21,12 +21,12 @@
 // whose only prologue is the norm, keep a block per row group. Dot products are those of
 // gemv_rows.cu with one row of x, and the epilogues round as the ops they replace (add: bf16(y +
 // bf16(sum)); SwiGLU: silu_mul's bf16(bf16(silu(g)) * u) with g, u rounded to bf16 as gemv's
-// outputs are): the fused step gives the same bits as the separate ops. gemv_stream.cu is a second
-// kernel for the same contract (bulk copies into shared memory, sm_90), picked by takes_bulk_copy.
+// outputs are): the fused step gives the same bits as the separate ops. (A second kernel for this
+// contract that streamed W through shared memory with bulk copies, sm_90, measured slower end to
+// end on an H100 and was dropped: bench/RESULTS.md, 2026-12-06.)
 #include <algorithm>
 
 #include "backend/cuda/gemv_fused_parts.cuh"
-#include "backend/cuda/gemv_stream.h"
 #include "backend/cuda/kernel_launch.h"
 #include "core/env.h"
 
@@ -155,24 +155,6 @@ void launch_fused(KernelContext& ctx, const FusedArgs& a, OutT* y) {
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
-bool takes_bulk_copy(const KernelContext& ctx, const DeviceWeight& w, const GemvFusion& f) {
-  switch (f.kernel) {
-    case GemvFusedKernel::kRegisters:
-      return false;
-    case GemvFusedKernel::kBulkCopy:
-      MISTRAL_CHECK(gemv_stream_fits(ctx, w, f))
-          << "gemv_fused: the bulk-copy kernel cannot take this weight or GPU "
-             "(gemv_fused_bulk_copy_supported)";
-      return true;
-    case GemvFusedKernel::kAuto:
-      break;
-  }
-  // Opt-in until it is measured against the register kernel on a GPU
-  // (bench/cuda/gemv_stream_ab.sh).
-  static const bool enabled = env_int("MISTRAL_GEMV_STREAM", 0) != 0;
-  return enabled && gemv_stream_fits(ctx, w, f);
-}
-
 template <typename OutT>
 void gemv_fused_impl(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,
                      OutT* y) {
@@ -192,7 +174,6 @@ void gemv_fused_impl(KernelContext& ctx, const bf16* x, const DeviceWeight& w, c
   a.scales = w.scales;
   a.norm = f.norm;
   a.eps = f.eps;
-  if (takes_bulk_copy(ctx, w, f)) return gemv_stream(ctx, a, w.format, f.output, y);
   dispatch<OutT>(w.format, f.norm != nullptr, f.output, [&](auto format, auto norm, auto output) {
     constexpr WeightFormat F = decltype(format)::value;
     constexpr bool kNorm = decltype(norm)::value;
@@ -210,11 +191,6 @@ bool gemv_fused_supported(const DeviceWeight& w, const GemvFusion& f) {
   if (quantized && w.scales == nullptr) return false;
   if (f.output == GemvOutput::kSwiGLU && w.n % 2 != 0) return false;
   return shared_bytes(w.format, f.norm != nullptr, w.k) <= kMaxSharedBytes;
-}
-
-bool gemv_fused_bulk_copy_supported(const KernelContext& ctx, const DeviceWeight& w,
-                                    const GemvFusion& f) {
-  return gemv_fused_supported(w, f) && gemv_stream_fits(ctx, w, f);
 }
 
 void gemv_fused(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,

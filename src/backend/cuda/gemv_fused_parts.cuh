@@ -1,9 +1,9 @@
-// What the two decode GEMV kernels with fused ops share (gemv_fused.cu: a warp streams its row
-// through registers; gemv_stream.cu: a producer warp streams rows into shared memory with bulk
-// copies): the arguments, the prologue that prepares x in shared memory (the norm; for int8 / int4
-// weights x quantized per group of 32), the product of one 16-byte piece of a row, and the
-// epilogue that writes an output. Both kernels give the same bits: a lane takes the pieces of its
-// row in the same order and both reduce and round alike. Header-only, for those two .cu files.
+// The parts of the decode GEMV with fused ops (gemv_fused.cu) around its row streaming: the
+// arguments, the prologue that prepares x in shared memory (the norm; for int8 / int4 weights x
+// quantized per group of 32), the product of one 16-byte piece of a row, the epilogue that writes
+// an output, and the dispatch over the kernel's template arguments. Header-only, for
+// gemv_fused.cu (kept apart so that a second kernel for the same contract can share them and give
+// the same bits).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -81,22 +81,13 @@ size_t gemv_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w,
 // Needs no scratch. gemv_fused_supported says whether a weight and fusion fit the kernel (what
 // x needs in shared memory: k at most 24,576 for bf16 weights with a norm, 39,296 for quantized
 // weights).
-// Two kernels give those bits: one streams W through registers (gemv_fused.cu, any GPU), the
-// other through shared memory with bulk copies (gemv_stream.cu, sm_90 and later; quantized k a
-// multiple of 256). kAuto takes the first unless MISTRAL_GEMV_STREAM=1 (then the second where it
-// fits): the second is new and not yet measured on a GPU.
 enum class GemvOutput : uint8_t { kStore, kAddTo, kSwiGLU };
-enum class GemvFusedKernel : uint8_t { kAuto, kRegisters, kBulkCopy };
 struct GemvFusion {
   const bf16* norm = nullptr;  // [k], or null: no norm
   float eps = 0.0f;
   GemvOutput output = GemvOutput::kStore;
-  GemvFusedKernel kernel = GemvFusedKernel::kAuto;
 };
 bool gemv_fused_supported(const DeviceWeight& w, const GemvFusion& f);
-// Whether kBulkCopy can take this weight and fusion on ctx's GPU (gemv_fused fails otherwise).
-bool gemv_fused_bulk_copy_supported(const KernelContext& ctx, const DeviceWeight& w,
-                                    const GemvFusion& f);
 void gemv_fused(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,
                 bf16* y);
 void gemv_fused(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,
