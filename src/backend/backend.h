@@ -210,6 +210,14 @@ class Backend {
     rope(q, tokens, heads, head_dim, positions, theta);
     rope(k, tokens, kv_heads, head_dim, positions, theta);
   }
+  // rope_qk, then store_kv(store) of the rotated k and of v (store.k and store.v are k and v): one
+  // op for both where the backend fuses them (the default runs the two).
+  virtual void rope_qk_store_kv(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads,
+                                int64_t head_dim, const int64_t* positions, double theta,
+                                const KvWriteArgs& store) {
+    rope_qk(q, k, tokens, heads, kv_heads, head_dim, positions, theta);
+    store_kv(store);
+  }
   // x[m, n] += y (as add), then h = rmsnorm(x) with weight [n] (as rmsnorm): a decoder layer's
   // residual add fused with the norm that follows it. h may be y. The default runs add, rmsnorm.
   virtual void add_rmsnorm(void* x, const void* y, int64_t m, const Tensor& weight, float eps,

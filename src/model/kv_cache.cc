@@ -248,7 +248,12 @@ Status KvCache::check_room(int64_t new_tokens) const {
 
 void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens,
                           const int64_t* first_seq_index_device) {
-  Layer& l = layers_[layer];
+  backend_->store_kv(write_args(layer, k, v, new_tokens, first_seq_index_device));
+}
+
+KvWriteArgs KvCache::write_args(int64_t layer, const void* k, const void* v, int64_t new_tokens,
+                                const int64_t* first_seq_index_device) const {
+  const Layer& l = layers_[layer];
   KvWriteArgs a;
   a.batch = batch_;
   a.new_tokens = new_tokens;
@@ -265,7 +270,7 @@ void KvCache::store_layer(int64_t layer, const void* k, const void* v, int64_t n
   a.v_cache = l.values.data;
   a.k_scale = l.key_scales.as<float>();
   a.v_scale = l.value_scales.as<float>();
-  backend_->store_kv(a);
+  return a;
 }
 
 void KvCache::advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device,

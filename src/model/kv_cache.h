@@ -125,10 +125,17 @@ class KvCache {
 
   // Stores one layer's keys/values of T new tokens ([B, T, kv_dim] activations of the backend,
   // in its memory), converted to dtype(); only the last `capacity` tokens are kept. Call for
-  // every layer after its attention, then advance() once.
+  // every layer after its attention (with T = 1 it may come before: see write_args), then
+  // advance() once.
   // first_seq_index_device: length() in backend memory, for backends that record ops (else null).
   void store_layer(int64_t layer, const void* k, const void* v, int64_t new_tokens,
                    const int64_t* first_seq_index_device = nullptr);
+  // What store_layer hands Backend::store_kv, for a backend op that stores as it computes
+  // (Backend::rope_qk_store_kv). With T = 1 the store may precede the layer's attention: the
+  // slot it writes is, until advance(), empty or holds the position one window back, which the
+  // new token's query does not see (the ring holds exactly the sliding window).
+  KvWriteArgs write_args(int64_t layer, const void* k, const void* v, int64_t new_tokens,
+                         const int64_t* first_seq_index_device = nullptr) const;
   // Records T new tokens with their padding mask [B, T] (host memory; valid_device, when given,
   // is the same mask in backend memory, else it is copied there).
   void advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device = nullptr,

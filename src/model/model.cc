@@ -334,6 +334,7 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
   qkv_in.scratch = mlp_in.scratch = residual_out.scratch = a.fuse;
   mlp_in.swiglu = true;
   residual_out.residual = true;
+  const bool store_early = T == 1;
   if (!fused) be.rmsnorm(a.x, M, weights_.layers.front().attn_norm, eps, a.h);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
@@ -348,14 +349,22 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
       be.matmul(a.h, M, w.wk, a.k);
       be.matmul(a.h, M, w.wv, a.v);
     }
-    be.rope_qk(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim, a.positions,
-               c.rope_theta);
+    // One new token per row: the cache write goes with rope, before attention (KvCache::write_args
+    // says why that is safe), so a backend can do both in one op.
+    if (store_early) {
+      be.rope_qk_store_kv(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
+                          a.positions, c.rope_theta,
+                          cache.write_args(l, a.k, a.v, T, a.first_seq_index));
+    } else {
+      be.rope_qk(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim, a.positions,
+                 c.rope_theta);
+    }
     args.k_cache = cache.keys(l);
     args.v_cache = cache.values(l);
     args.k_scale = cache.key_scales(l);
     args.v_scale = cache.value_scales(l);
     be.attention(args);
-    cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
+    if (!store_early) cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
     const bool last = l + 1 == c.num_hidden_layers;
     if (fused) {
       be.fused_matmul(a.attn, M, w.wo, a.x, residual_out);

@@ -229,5 +229,41 @@ TEST(NarrowKvCacheExtras, RollingWindowCacheEqualsFullCacheOfTheSameType) {
   }
 }
 
+// Chunks of several tokens into a rolling cache that already holds a window: each chunk's first
+// queries still see keys in the slots its own tokens take, so the chunk's keys may enter the
+// ring only after its attention (with one token per step they may enter before: KvCache::
+// write_args). Chunked prefill must give what a cache holding everything gives.
+TEST(NarrowKvCacheExtras, ChunksIntoAFullRollingWindowEqualFullCache) {
+  auto model = load_fixture_model("sliding_window");
+  ASSERT_NE(model, nullptr);
+  const int64_t window = *model->config().sliding_window;
+  Inputs in = read_inputs(fixture_dir("sliding_window") + "/inputs.json");
+  std::vector<int32_t> ids = in.row(0);
+  while (static_cast<int64_t>(ids.size()) < 4 * window + 5)
+    ids.insert(ids.end(), ids.begin(), ids.end());
+  ModelConfig keep_all = model->config();
+  keep_all.sliding_window.reset();  // for the cache's sizing only; attention still uses W
+  const int64_t total = static_cast<int64_t>(ids.size());
+  auto rolling = KvCache::create(model->config(), 1, total, DType::kBF16);
+  auto full = KvCache::create(keep_all, 1, total, DType::kBF16);
+  ASSERT_TRUE(rolling.ok() && full.ok());
+  ASSERT_EQ(rolling->capacity(), window);
+  ForwardOptions last_only;
+  last_only.all_logits = false;
+  const int64_t chunk = 3;
+  for (int64_t at = 0; at < total; at += chunk) {
+    const int64_t n = std::min(chunk, total - at);
+    const std::vector<int32_t> part(ids.begin() + at, ids.begin() + at + n);
+    const std::vector<uint8_t> ones(n, 1);
+    auto a = model->forward(part, ones, 1, *rolling, last_only);
+    auto b = model->forward(part, ones, 1, *full, last_only);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const Diff d = masked_diff(a->logits.data(), b->logits.data(), std::vector<uint8_t>(1, 1),
+                               a->logits.size());
+    ASSERT_LE(d.max_abs, logit_tolerance(DType::kBF16) / 10 * std::max(1.0, d.scale))
+        << "chunk at " << at;
+  }
+}
+
 }  // namespace
 }  // namespace mistral::testing

@@ -61,6 +61,28 @@ DeviceWeight device_weight(const Tensor& w) {
   return d;
 }
 
+// The kernels' view of a cache write (bf16 caches only).
+KvStoreParams kv_store_params(const KvWriteArgs& a) {
+  MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
+      << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
+  KvStoreParams p;
+  p.batch = a.batch;
+  p.new_tokens = a.new_tokens;
+  p.num_kv_heads = a.num_kv_heads;
+  p.head_dim = a.head_dim;
+  p.capacity = a.capacity;
+  p.block_size = a.blocks.block_size;
+  p.blocks_per_row = a.blocks.blocks_per_row;
+  p.block_table = a.blocks.table;
+  p.first_seq_index = a.first_seq_index;
+  p.first_seq_index_device = a.first_seq_index_device;
+  p.k = act(a.k);
+  p.v = act(a.v);
+  p.k_cache = act(a.k_cache);
+  p.v_cache = act(a.v_cache);
+  return p;
+}
+
 // Bytes of a sampler block's SampleParams part (rows of them, padded to 256 so that the RngState
 // part after it stays aligned).
 size_t sampler_params_bytes(int64_t rows) {
@@ -308,25 +330,17 @@ class CudaBackend final : public Backend {
     }
     cuda::attention(*ctx_, p);
   }
-  void store_kv(const KvWriteArgs& a) override {
-    MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
-        << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
-    KvStoreParams p;
-    p.batch = a.batch;
-    p.new_tokens = a.new_tokens;
-    p.num_kv_heads = a.num_kv_heads;
-    p.head_dim = a.head_dim;
-    p.capacity = a.capacity;
-    p.block_size = a.blocks.block_size;
-    p.blocks_per_row = a.blocks.blocks_per_row;
-    p.block_table = a.blocks.table;
-    p.first_seq_index = a.first_seq_index;
-    p.first_seq_index_device = a.first_seq_index_device;
-    p.k = act(a.k);
-    p.v = act(a.v);
-    p.k_cache = act(a.k_cache);
-    p.v_cache = act(a.v_cache);
-    cuda::store_kv(*ctx_, p);
+  void store_kv(const KvWriteArgs& a) override { cuda::store_kv(*ctx_, kv_store_params(a)); }
+  void rope_qk_store_kv(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads,
+                        int64_t head_dim, const int64_t* positions, double theta,
+                        const KvWriteArgs& store) override {
+    const KvStoreParams p = kv_store_params(store);
+    if (!fuse_enabled_ || store.k != k || tokens != p.batch * p.new_tokens ||
+        kv_heads != p.num_kv_heads || head_dim != p.head_dim) {
+      return Backend::rope_qk_store_kv(q, k, tokens, heads, kv_heads, head_dim, positions, theta,
+                                       store);
+    }
+    cuda::rope_qk_store_kv(*ctx_, act(q), heads, positions, inv_freq(head_dim, theta), p);
   }
   void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
                        const int64_t* first_seq_index_device, int64_t capacity,

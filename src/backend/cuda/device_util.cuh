@@ -134,4 +134,21 @@ __device__ __forceinline__ float round_to(float v) {
   return to_float<T>(from_float<T>(v));
 }
 
+// Rotates the pair (i, i + half) of one head's vector v in place at position pos with rotate_half
+// rotary embeddings. Products and sums are rounded one by one to T (no fused multiply-add), as
+// torch's separate bf16 ops round them.
+template <typename T>
+__device__ __forceinline__ void rotate_pair(T* v, int64_t i, int64_t half, float pos,
+                                            const float* __restrict__ inv_freq) {
+  float s, c;
+  sincosf(__fmul_rn(pos, inv_freq[i]), &s, &c);
+  c = round_to<T>(c);
+  s = round_to<T>(s);
+  const float a = to_float(v[i]), b = to_float(v[i + half]);
+  const float ac = round_to<T>(__fmul_rn(a, c)), bs = round_to<T>(__fmul_rn(b, s));
+  const float bc = round_to<T>(__fmul_rn(b, c)), as = round_to<T>(__fmul_rn(a, s));
+  v[i] = from_float<T>(__fsub_rn(ac, bs));
+  v[i + half] = from_float<T>(__fadd_rn(bc, as));
+}
+
 }  // namespace mistral::cuda::device

@@ -119,18 +119,9 @@ __global__ void rope_kernel(T* x, int64_t heads, T* x2, int64_t heads2, int64_t 
   const int64_t first = int64_t(blockIdx.x % chunks) * blockDim.x + threadIdx.x;
   for (int64_t idx = first; idx < (heads + heads2) * half; idx += int64_t(chunks) * blockDim.x) {
     const int64_t h = idx / half, i = idx % half;
-    float s, c;
-    sincosf(__fmul_rn(pos, inv_freq[i]), &s, &c);
-    c = round_to<T>(c);
-    s = round_to<T>(s);
-    T* v = h < heads ? x + (token * heads + h) * head_dim
-                     : x2 + (token * heads2 + (h - heads)) * head_dim;
-    const float a = to_float(v[i]), b = to_float(v[i + half]);
-    // Products and sums rounded one by one (no fused multiply-add), as torch's separate ops.
-    const float ac = round_to<T>(__fmul_rn(a, c)), bs = round_to<T>(__fmul_rn(b, s));
-    const float bc = round_to<T>(__fmul_rn(b, c)), as = round_to<T>(__fmul_rn(a, s));
-    v[i] = from_float<T>(__fsub_rn(ac, bs));
-    v[i + half] = from_float<T>(__fadd_rn(bc, as));
+    rotate_pair(h < heads ? x + (token * heads + h) * head_dim
+                          : x2 + (token * heads2 + (h - heads)) * head_dim,
+                i, half, pos, inv_freq);
   }
 }
 

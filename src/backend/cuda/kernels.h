@@ -233,6 +233,11 @@ struct KvStoreParams {
   bf16* v_cache = nullptr;
 };
 void store_kv(KernelContext& ctx, const KvStoreParams& p);
+// rope_qk<bf16> of q [B * T, heads, head_dim] and k = p.k (B * T = p.batch * p.new_tokens tokens,
+// p.num_kv_heads, p.head_dim), then store_kv(p) of the rotated k and of p.v, in one kernel: the
+// same bits in q, k and the cache as the two ops.
+void rope_qk_store_kv(KernelContext& ctx, bf16* q, int64_t heads, const int64_t* positions,
+                      const float* inv_freq, const KvStoreParams& p);
 // For the last min(T, capacity) tokens: slot s = (first_seq_index + t) % capacity gets
 // slot_seq_index[s] = first_seq_index + t and slot_valid[b][s] = new_valid[b][t].
 // first_seq_index_device, when set, replaces first_seq_index (as in AttentionParams).

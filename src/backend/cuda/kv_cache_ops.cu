@@ -1,6 +1,7 @@
 // Writing a layer's new keys and values into the bf16 KV cache ring (through the block table when
 // it is paged) and recording the new tokens in the slot table: the device side of
-// Backend::store_kv / record_kv_slots. Copies, no math.
+// Backend::store_kv / record_kv_slots, and of rope_qk_store_kv (rope of q and k, then the write,
+// in one kernel).
 #include <algorithm>
 #include <cstdint>
 
@@ -62,6 +63,51 @@ __global__ void record_slots_kernel(int64_t batch, int64_t new_tokens, int64_t f
   slot_valid[b * capacity + slot] = new_valid[b * new_tokens + t];
 }
 
+// rope_kernel's layout (elementwise.cu: a thread per (token, head, i < d/2) pair, `chunks` blocks
+// per token, k's heads after q's) plus the cache write of the token's rotated k and its v, when
+// the token is kept (t >= first_kept): each thread writes the k pair it rotated and copies v
+// elements idx, idx + chunks * blockDim.x, ... of the token.
+__global__ void rope_store_kernel(bf16* q, int64_t heads, const int64_t* __restrict__ positions,
+                                  const float* __restrict__ inv_freq, int chunks, KvStoreParams p,
+                                  int64_t first_kept) {
+  device::begin_after_prior_kernels();
+  const int64_t token = blockIdx.x / chunks;
+  const int64_t b = token / p.new_tokens, t = token % p.new_tokens;
+  const int64_t half = p.head_dim / 2, kv_dim = p.num_kv_heads * p.head_dim;
+  const float pos = static_cast<float>(positions[token]);
+  const bool keep = t >= first_kept;
+  int64_t dst = 0;
+  if (keep) {
+    const int64_t first_seq_index =
+        p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
+    const int64_t slot = (first_seq_index + t) % p.capacity;
+    dst =
+        device::cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, slot) *
+        kv_dim;
+  }
+  bf16* k = const_cast<bf16*>(p.k);
+  const int64_t first = int64_t(blockIdx.x % chunks) * blockDim.x + threadIdx.x;
+  const int64_t stride = int64_t(chunks) * blockDim.x;
+  for (int64_t idx = first; idx < (heads + p.num_kv_heads) * half; idx += stride) {
+    const int64_t h = idx / half, i = idx % half;
+    if (h < heads) {
+      device::rotate_pair(q + (token * heads + h) * p.head_dim, i, half, pos, inv_freq);
+      continue;
+    }
+    const int64_t at = (h - heads) * p.head_dim;
+    bf16* v = k + token * kv_dim + at;
+    device::rotate_pair(v, i, half, pos, inv_freq);
+    if (keep) {
+      p.k_cache[dst + at + i] = v[i];
+      p.k_cache[dst + at + i + half] = v[i + half];
+    }
+  }
+  if (!keep) return;
+  for (int64_t idx = first; idx < kv_dim; idx += stride) {
+    p.v_cache[dst + idx] = p.v[token * kv_dim + idx];
+  }
+}
+
 }  // namespace
 
 void check_cache_blocks(const int32_t* block_table, int64_t block_size, int64_t blocks_per_row,
@@ -90,6 +136,24 @@ void store_kv(KernelContext& ctx, const KvStoreParams& p) {
   check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
   launch_kernel(ctx, store_kv_kernel, static_cast<unsigned>(blocks), threads, 0, p, first_kept,
                 kv_dim);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+}
+
+void rope_qk_store_kv(KernelContext& ctx, bf16* q, int64_t heads, const int64_t* positions,
+                      const float* inv_freq, const KvStoreParams& p) {
+  MISTRAL_CHECK(p.head_dim > 0 && p.head_dim % 2 == 0 && heads > 0 && p.num_kv_heads > 0 &&
+                p.batch >= 0 && p.new_tokens >= 0 && p.capacity > 0)
+      << "rope_qk_store_kv heads=" << heads << " kv_heads=" << p.num_kv_heads
+      << " head_dim=" << p.head_dim << " capacity=" << p.capacity;
+  const int64_t tokens = p.batch * p.new_tokens;
+  if (tokens == 0) return;
+  const int64_t first_kept = std::max<int64_t>(0, p.new_tokens - p.capacity);
+  check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
+  const int64_t pairs = (heads + p.num_kv_heads) * p.head_dim / 2;
+  constexpr int kThreads = 128;
+  const int chunks = static_cast<int>((pairs + kThreads - 1) / kThreads);
+  launch_kernel(ctx, rope_store_kernel, static_cast<unsigned>(tokens * chunks), kThreads, 0, q,
+                heads, positions, inv_freq, chunks, p, first_kept);
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
