@@ -23,25 +23,169 @@
 // bf16(sum)); SwiGLU: silu_mul's bf16(bf16(silu(g)) * u) with g, u rounded to bf16 as gemv's
 // outputs are): the fused step gives the same bits as the separate ops. (A second kernel for this
 // contract that streamed W through shared memory with bulk copies, sm_90, measured slower end to
-// end on an H100 and was dropped: bench/RESULTS.md, 2026-12-06.)
-#include <algorithm>
+// end on an H100 and was dropped: bench/RESULTS.md, 2026-12-06; `git show 761206c`.)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
-#include "backend/cuda/gemv_fused_parts.cuh"
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_util.cuh"
+#include "backend/cuda/gemv_pieces.cuh"
 #include "backend/cuda/kernel_launch.h"
+#include "backend/cuda/kernels.h"
 #include "core/env.h"
 
 namespace mistral::cuda {
 namespace {
 
 using namespace device;
-using namespace fused_gemv;
 
 // Warps per block (kW below): kRowWarps for bf16 weights; 16 for int8 / int4, whose every block
 // quantizes all of x (half the blocks pay that prologue, each thread does half the steps).
 // MISTRAL_FUSED_WARPS=8 gives int8 / int4 the bf16 shape, for comparisons.
 constexpr int kWarps = kRowWarps;
 constexpr int kQuantWarps = 16;
+// The norm's sum of squares keeps rmsnorm's layout (256 threads, stride 2048) at any block size:
+// threads past it add nothing, so the sum has the same bits.
+constexpr int kNormThreads = 256;
 constexpr int kLoads = kRowLoadsInFlight;
+constexpr int kChunk = 8;  // x values per thread and prologue step: 16 bytes of bf16
+// Prologue steps whose loads a thread issues before it uses the first (down's k = 14,336 is 7
+// steps; one at a time, each waited for its load). 4 took the quantized kernels to 76-80
+// registers, 3 blocks per SM instead of 4.
+constexpr int kStepsAtOnce = 2;
+constexpr size_t kMaxSharedBytes = 48 << 10;
+
+struct FusedArgs {
+  const bf16* x;  // [k]
+  int k;
+  int64_t n;  // rows of W
+  const uint8_t* w;
+  const __half* scales;  // quantized formats only
+  const bf16* norm;      // [k] or null
+  float eps;
+};
+
+// Shared memory: the normed x for bf16 weights ([k] bf16), or, for quantized weights, xq [k]
+// int8, then dx [k / 32] float and the group sums [k / 32] int.
+size_t shared_bytes(WeightFormat f, bool norm, int64_t k) {
+  if (f == WeightFormat::kBF16) return norm ? static_cast<size_t>(k) * sizeof(bf16) : 0;
+  return static_cast<size_t>(k) + static_cast<size_t>(k / kQuantGroup) * 8;
+}
+
+__device__ __forceinline__ void load_chunk(const bf16* p, float (&f)[kChunk]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const bf16* e = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) f[j] = __bfloat162float(e[j]);
+}
+
+// The prologue (see the top of the file); ends with the block synchronized when it wrote
+// shared memory.
+template <WeightFormat F, bool kNorm, int kThreads>
+__device__ __forceinline__ void prepare_x(const FusedArgs& a, uint8_t* smem) {
+  const int tid = threadIdx.x;
+  const int chunks = a.k / kChunk;
+  float inv = 0.0f;
+  if constexpr (kNorm) {
+    float sum_sq = 0.0f;
+    for (int c0 = tid; tid < kNormThreads && c0 < chunks; c0 += kStepsAtOnce * kNormThreads) {
+      float f[kStepsAtOnce][kChunk];
+#pragma unroll
+      for (int u = 0; u < kStepsAtOnce; ++u) {
+        if (c0 + u * kNormThreads < chunks) {
+          load_chunk(a.x + (c0 + u * kNormThreads) * kChunk, f[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kStepsAtOnce; ++u) {
+        if (c0 + u * kNormThreads >= chunks) break;
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) sum_sq = fmaf(f[u][j], f[u][j], sum_sq);
+      }
+    }
+    inv = 1.0f / sqrtf(block_sum<kThreads>(sum_sq) / static_cast<float>(a.k) + a.eps);
+  }
+  // x_i as the GEMV consumes it: normed and rounded to bf16 where asked.
+  auto value_chunk = [&](int c, float(&f)[kChunk]) {
+    load_chunk(a.x + c * kChunk, f);
+    if constexpr (kNorm) {
+      float w[kChunk];
+      load_chunk(a.norm + c * kChunk, w);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) f[j] = round_to<bf16>(w[j] * round_to<bf16>(f[j] * inv));
+    }
+  };
+  if constexpr (F == WeightFormat::kBF16) {
+    if constexpr (kNorm) {
+      for (int c = tid; c < chunks; c += kThreads) {
+        float f[kChunk];
+        value_chunk(c, f);
+        uint4 packed;
+        packed.x = pack_bf16x2(f[0], f[1]);
+        packed.y = pack_bf16x2(f[2], f[3]);
+        packed.z = pack_bf16x2(f[4], f[5]);
+        packed.w = pack_bf16x2(f[6], f[7]);
+        reinterpret_cast<uint4*>(smem)[c] = packed;
+      }
+      __syncthreads();
+    }
+  } else {
+    int8_t* xq = reinterpret_cast<int8_t*>(smem);
+    float* dx = reinterpret_cast<float*>(smem + a.k);
+    int* xsum = reinterpret_cast<int*>(smem + a.k + (a.k / kQuantGroup) * sizeof(float));
+    // Chunk c is part (c % 4) of group c / 4; the 4 parts are adjacent lanes. Every lane takes
+    // every step (the shuffles need the whole warp); chunks past the end are zeros, not stored.
+    const int steps = (chunks + kThreads - 1) / kThreads;
+    for (int s0 = 0; s0 < steps; s0 += kStepsAtOnce) {
+      float values[kStepsAtOnce][kChunk] = {};
+#pragma unroll
+      for (int u = 0; u < kStepsAtOnce; ++u) {
+        const int c = tid + (s0 + u) * kThreads;
+        if (s0 + u < steps && c < chunks) value_chunk(c, values[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kStepsAtOnce; ++u) {
+        if (s0 + u >= steps) break;  // the same in every thread
+        const int c = tid + (s0 + u) * kThreads;
+        const bool live = c < chunks;
+        const float(&f)[kChunk] = values[u];
+        float amax = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) amax = fmaxf(amax, fabsf(f[j]));
+        amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, 2));
+        int sum = 0;
+        uint32_t word[kChunk / 4];
+        quantize_x_values(f, amax, word, sum);
+        sum += __shfl_xor_sync(kFullMask, sum, 1);
+        sum += __shfl_xor_sync(kFullMask, sum, 2);
+        if (live) {
+          reinterpret_cast<uint2*>(xq)[c] = make_uint2(word[0], word[1]);
+          if (c % 4 == 0) {
+            dx[c / 4] = x_group_scale(amax);
+            xsum[c / 4] = sum;
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Outputs of one row group of a block of kW warps (SwiGLU: half the warps take gate rows, half
+// the matching up rows), and outputs of W in all (SwiGLU: half its n rows).
+template <GemvOutput kOut, int kW>
+constexpr int kOutputsPerGroup = kOut == GemvOutput::kSwiGLU ? kW / 2 : kW;
+template <GemvOutput kOut>
+__host__ __device__ constexpr int64_t output_count(int64_t n) {
+  return kOut == GemvOutput::kSwiGLU ? n / 2 : n;
+}
 
 // Where a warp's row of W is, for one row group (8 rows, or 4 gate rows and their 4 up rows).
 struct WarpRow {
@@ -56,7 +200,9 @@ template <WeightFormat F, GemvOutput kOut, int kW>
 __device__ __forceinline__ WarpRow warp_row(const FusedArgs& a, int64_t group, int warp) {
   constexpr int kPerGroup = kOutputsPerGroup<kOut, kW>;
   const int64_t outputs = output_count<kOut>(a.n);
-  const int row_bytes = row_bytes_of<F>(a.k);
+  const int row_bytes = F == WeightFormat::kInt8   ? a.k
+                        : F == WeightFormat::kInt4 ? a.k / 2
+                                                   : a.k * 2;
   WarpRow r;
   r.out = group * kPerGroup + warp % kPerGroup;
   r.valid = r.out < outputs;
@@ -78,7 +224,7 @@ __global__ void __launch_bounds__(kW * 32)
   constexpr int kPerGroup = kOutputsPerGroup<kOut, kW>;
   constexpr bool kQuant = F != WeightFormat::kBF16;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  auto group_of = [](int c) { return piece_group<F>(c); };
+  auto group_of = [](int c) { return F == WeightFormat::kInt8 ? c / 2 : c; };
   allow_next_kernel();
   int64_t group = blockIdx.x;
   WarpRow r = warp_row<F, kOut, kW>(a, group, warp);
@@ -89,6 +235,10 @@ __global__ void __launch_bounds__(kW * 32)
   wait_for_prior_kernels();
   prepare_x<F, kNorm, kW * 32>(a, smem);
 
+  const int k_groups = a.k / kQuantGroup;
+  const uint4* xs = reinterpret_cast<const uint4*>(smem);
+  const float* dx = reinterpret_cast<const float*>(smem + a.k);
+  const int* xsum = reinterpret_cast<const int*>(smem + a.k + k_groups * sizeof(float));
   for (;;) {
     float acc = 0.0f;
     for (int base = 0; base < r.pieces; base += 32 * kLoads) {
@@ -99,7 +249,22 @@ __global__ void __launch_bounds__(kW * 32)
 #pragma unroll
       for (int i = 0; i < kLoads; ++i) {
         const int c = base + i * 32 + lane;
-        if (c < r.pieces) acc = add_piece<F, kNorm>(a, smem, c, wv[i], sv[i], acc);
+        if (c >= r.pieces) continue;
+        if constexpr (F == WeightFormat::kBF16) {
+          const uint4 xv = kNorm ? xs[c] : __ldg(reinterpret_cast<const uint4*>(a.x) + c);
+          acc = dot_bf16_piece(wv[i], xv, acc);
+        } else {
+          const int g = group_of(c);
+          int isum;
+          if constexpr (F == WeightFormat::kInt8) {
+            isum = dot16(wv[i], xs[c], 0);
+          } else {
+            uint4 lo, hi;
+            split_nibbles(wv[i], lo, hi);
+            isum = dot16(hi, xs[2 * c + 1], dot16(lo, xs[2 * c], 0)) - 8 * xsum[g];
+          }
+          acc = fmaf(float(isum), __half2float(sv[i]) * dx[g], acc);
+        }
       }
     }
     // The next row group's first loads go out before this one's reduction and store.
@@ -110,12 +275,43 @@ __global__ void __launch_bounds__(kW * 32)
       load_pieces(r.w, r.pieces, 0, lane, wv);
       if constexpr (kQuant) load_scales(r.scales, r.pieces, 0, lane, group_of, sv);
     }
-    __shared__ float up[kPerGroup];
-    store_output<OutT, kOut, kPerGroup>(warp_sum(acc), warp, lane, current.valid, current.out, y,
-                                        up, [] { __syncthreads(); });
+    const float sum = warp_sum(acc);
+    if constexpr (kOut == GemvOutput::kSwiGLU) {
+      __shared__ float up[kPerGroup];
+      if (warp >= kPerGroup && lane == 0) up[warp - kPerGroup] = round_to<bf16>(sum);
+      __syncthreads();
+      if (warp < kPerGroup && current.valid && lane == 0) {
+        const float g = round_to<bf16>(sum);
+        y[current.out] =
+            from_float<OutT>(__fmul_rn(round_to<bf16>(g / (1.0f + expf(-g))), up[warp]));
+      }
+      __syncthreads();  // up[] is written again for the next group
+    } else if (current.valid && lane == 0) {
+      if constexpr (kOut == GemvOutput::kAddTo) {
+        y[current.out] = from_float<OutT>(__fadd_rn(to_float(y[current.out]), round_to<OutT>(sum)));
+      } else {
+        y[current.out] = from_float<OutT>(sum);
+      }
+    }
     if (next >= groups) break;
     group = next;
   }
+}
+
+// Blocks of the kernel that fit one SM at once with `threads` threads and `shared` bytes of
+// dynamic shared memory (asked of the runtime once per kernel and size).
+int resident_blocks(const void* kernel, int threads, size_t shared) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, size_t>, int> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find({kernel, shared});
+  if (it == known.end()) {
+    int blocks = 0;
+    MISTRAL_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, shared));
+    it = known.emplace(std::make_pair(kernel, shared), std::max(1, blocks)).first;
+  }
+  return it->second;
 }
 
 // f(warps per block as an integral constant): kWarps for bf16 weights, kQuantWarps for int8 /
@@ -155,6 +351,29 @@ void launch_fused(KernelContext& ctx, const FusedArgs& a, OutT* y) {
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
+template <WeightFormat F, typename OutT, bool kNorm>
+void with_output(KernelContext& ctx, const FusedArgs& a, GemvOutput output, OutT* y) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    MISTRAL_CHECK(output == GemvOutput::kStore) << "gemv_fused: float output only stores";
+    return launch_fused<F, OutT, kNorm, GemvOutput::kStore>(ctx, a, y);
+  } else {
+    switch (output) {
+      case GemvOutput::kStore:
+        return launch_fused<F, OutT, kNorm, GemvOutput::kStore>(ctx, a, y);
+      case GemvOutput::kAddTo:
+        return launch_fused<F, OutT, kNorm, GemvOutput::kAddTo>(ctx, a, y);
+      case GemvOutput::kSwiGLU:
+        return launch_fused<F, OutT, kNorm, GemvOutput::kSwiGLU>(ctx, a, y);
+    }
+  }
+}
+
+template <WeightFormat F, typename OutT>
+void with_norm(KernelContext& ctx, const FusedArgs& a, GemvOutput output, OutT* y) {
+  if (a.norm != nullptr) return with_output<F, OutT, true>(ctx, a, output, y);
+  with_output<F, OutT, false>(ctx, a, output, y);
+}
+
 template <typename OutT>
 void gemv_fused_impl(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const GemvFusion& f,
                      OutT* y) {
@@ -174,12 +393,14 @@ void gemv_fused_impl(KernelContext& ctx, const bf16* x, const DeviceWeight& w, c
   a.scales = w.scales;
   a.norm = f.norm;
   a.eps = f.eps;
-  dispatch<OutT>(w.format, f.norm != nullptr, f.output, [&](auto format, auto norm, auto output) {
-    constexpr WeightFormat F = decltype(format)::value;
-    constexpr bool kNorm = decltype(norm)::value;
-    constexpr GemvOutput kOut = decltype(output)::value;
-    launch_fused<F, OutT, kNorm, kOut>(ctx, a, y);
-  });
+  switch (w.format) {
+    case WeightFormat::kBF16:
+      return with_norm<WeightFormat::kBF16>(ctx, a, f.output, y);
+    case WeightFormat::kInt8:
+      return with_norm<WeightFormat::kInt8>(ctx, a, f.output, y);
+    case WeightFormat::kInt4:
+      return with_norm<WeightFormat::kInt4>(ctx, a, f.output, y);
+  }
 }
 
 }  // namespace
