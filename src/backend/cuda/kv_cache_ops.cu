@@ -14,21 +14,28 @@
 namespace mistral::cuda {
 namespace {
 
+// Where row b's new token t goes in the cache pool: the first of its kv_dim values (its ring slot,
+// through the block table when paged).
+__device__ __forceinline__ int64_t store_offset(const KvStoreParams& p, int64_t b, int64_t t,
+                                                int64_t kv_dim) {
+  const int64_t first_seq_index =
+      p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
+  const int64_t slot = (first_seq_index + t) % p.capacity;
+  return device::cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b,
+                                slot) *
+         kv_dim;
+}
+
 // One block per (row, new token) that is kept; each thread moves 16 bytes at a time when the
 // vector length allows it (a cache position holds whole kv_dim vectors, so paging keeps the
 // alignment).
 __global__ void store_kv_kernel(KvStoreParams p, int64_t first_kept, int64_t kv_dim) {
   device::begin_after_prior_kernels();
-  const int64_t first_seq_index =
-      p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
   const int64_t kept = p.new_tokens - first_kept;
   const int64_t b = blockIdx.x / kept;
   const int64_t t = first_kept + blockIdx.x % kept;
-  const int64_t slot = (first_seq_index + t) % p.capacity;
   const int64_t src = (b * p.new_tokens + t) * kv_dim;
-  const int64_t dst =
-      device::cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, slot) *
-      kv_dim;
+  const int64_t dst = store_offset(p, b, t, kv_dim);
   const bf16* __restrict__ k = p.k;
   const bf16* __restrict__ v = p.v;
   bf16* k_cache = p.k_cache;
@@ -76,15 +83,7 @@ __global__ void rope_store_kernel(bf16* q, int64_t heads, const int64_t* __restr
   const int64_t half = p.head_dim / 2, kv_dim = p.num_kv_heads * p.head_dim;
   const float pos = static_cast<float>(positions[token]);
   const bool keep = t >= first_kept;
-  int64_t dst = 0;
-  if (keep) {
-    const int64_t first_seq_index =
-        p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
-    const int64_t slot = (first_seq_index + t) % p.capacity;
-    dst =
-        device::cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, slot) *
-        kv_dim;
-  }
+  const int64_t dst = keep ? store_offset(p, b, t, kv_dim) : 0;
   bf16* k = const_cast<bf16*>(p.k);
   const int64_t first = int64_t(blockIdx.x % chunks) * blockDim.x + threadIdx.x;
   const int64_t stride = int64_t(chunks) * blockDim.x;
@@ -95,11 +94,11 @@ __global__ void rope_store_kernel(bf16* q, int64_t heads, const int64_t* __restr
       continue;
     }
     const int64_t at = (h - heads) * p.head_dim;
-    bf16* v = k + token * kv_dim + at;
-    device::rotate_pair(v, i, half, pos, inv_freq);
+    bf16* key = k + token * kv_dim + at;
+    device::rotate_pair(key, i, half, pos, inv_freq);
     if (keep) {
-      p.k_cache[dst + at + i] = v[i];
-      p.k_cache[dst + at + i + half] = v[i + half];
+      p.k_cache[dst + at + i] = key[i];
+      p.k_cache[dst + at + i + half] = key[i + half];
     }
   }
   if (!keep) return;
