@@ -238,9 +238,11 @@ TEST(NarrowKvCacheExtras, ChunksIntoAFullRollingWindowEqualFullCache) {
   ASSERT_NE(model, nullptr);
   const int64_t window = *model->config().sliding_window;
   Inputs in = read_inputs(fixture_dir("sliding_window") + "/inputs.json");
-  std::vector<int32_t> ids = in.row(0);
-  while (static_cast<int64_t>(ids.size()) < 4 * window + 5)
-    ids.insert(ids.end(), ids.begin(), ids.end());
+  const std::vector<int32_t> row = in.row(0);
+  std::vector<int32_t> ids;  // row 0's tokens repeated past four windows
+  while (static_cast<int64_t>(ids.size()) < 4 * window + 5) {
+    ids.insert(ids.end(), row.begin(), row.end());
+  }
   ModelConfig keep_all = model->config();
   keep_all.sliding_window.reset();  // for the cache's sizing only; attention still uses W
   const int64_t total = static_cast<int64_t>(ids.size());
