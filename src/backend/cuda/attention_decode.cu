@@ -38,9 +38,11 @@ constexpr int kScoreRounds = kChunk / kKeysAtOnce;      // keys per lane group a
 constexpr int kValueKeys = kChunk / kWarps;             // keys per warp and chunk
 static_assert(kChunk == 32 && kScoreRounds * kKeysAtOnce == kChunk);
 // Splits: enough for kBlocksPerSm blocks per SM over all (row, kv head) pairs, each of at least
-// kMinKeysPerSplit keys (MISTRAL_ATTN_BLOCKS_PER_SM and MISTRAL_ATTN_MIN_KEYS override them, for
-// benchmarks). On an H100 (7B, 4,096 positions) 4 and 32 were as fast as 4 and 16 and 3% faster
-// than 2 and 64 (bench/RESULTS.md).
+// kMinKeysPerSplit keys and of whole chunks (MISTRAL_ATTN_BLOCKS_PER_SM and MISTRAL_ATTN_MIN_KEYS
+// override the two, for benchmarks). On an H100 (7B, 4,096 positions) 4 and 32 were as fast as 4
+// and 16 and 3% faster than 2 and 64 (bench/RESULTS.md). Whole chunks: a decode step sees the
+// cache plus one new key (641 at 640 positions), and splits of 33 keys walked a second chunk, with
+// its loads, barriers and softmax, for one key; splits of 32 take one.
 constexpr int kMinKeysPerSplit = 32;
 constexpr int kBlocksPerSm = 4;
 
@@ -55,10 +57,10 @@ Split plan_splits(const KernelContext& ctx, const AttentionParams& p) {
       std::max(1, env_int("MISTRAL_ATTN_BLOCKS_PER_SM", kBlocksPerSm));
   const int64_t keys = p.capacity + p.new_tokens;
   const int64_t heads = p.batch * p.num_kv_heads;
-  int64_t splits = (blocks_per_sm * ctx.num_sms() + heads - 1) / heads;
-  splits = std::clamp<int64_t>(splits, 1, std::max<int64_t>(1, keys / min_keys));
-  splits = std::min<int64_t>(splits, 1024);
-  const int64_t per = (keys + splits - 1) / splits;
+  const int64_t most_splits =
+      std::clamp<int64_t>((blocks_per_sm * ctx.num_sms() + heads - 1) / heads, 1, 1024);
+  int64_t per = std::max(min_keys, (keys + most_splits - 1) / most_splits);
+  per = (per + kChunk - 1) / kChunk * kChunk;
   return {static_cast<int>((keys + per - 1) / per), per};
 }
 
