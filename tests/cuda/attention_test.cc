@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -203,6 +204,29 @@ TEST_F(CudaTest, AttentionDecodeLongCacheSplits) {
   check(ctx(), {"decode 2 tokens group 8", 2, 2, 16, 2, 64, 700, 300, 300});
   check(ctx(), {"decode mha", 3, 1, 4, 4, 128, 90, 0, 128, /*pad_row1=*/50});
   check(ctx(), {"decode 2 tokens gqa", 1, 2, 8, 2, 64, 33, 0, 40});
+}
+
+TEST_F(CudaTest, AttentionDecodeSplitsMergedInTheKernelOrByTheMergeKernel) {
+  // The splits of a (row, kv head) merged in the kernel through a thread block cluster's shared
+  // memory (sm_90, up to 16 blocks: 11 for the 7B shape at 640 positions, 10 for group 8) and,
+  // with MISTRAL_ATTN_CLUSTER=0, by the second kernel from global scratch.
+  const std::vector<Case> cases = {
+      {"decode 7b at 640 positions", 1, 1, 32, 8, 128, 640, 4096, 640},
+      {"decode 7b, 100 slots, left pad", 2, 1, 32, 8, 128, 70, 0, 100, /*pad_row1=*/30},
+      {"decode 2 tokens group 8", 2, 2, 16, 2, 64, 700, 300, 300},
+      {"decode mha", 3, 1, 4, 4, 128, 90, 0, 128, /*pad_row1=*/50},
+  };
+  const bool clusters = ctx().props().major >= 9;
+  for (const char* cluster : {"1", "0"}) {
+    setenv("MISTRAL_ATTN_CLUSTER", cluster, 1);
+    SCOPED_TRACE(std::string("MISTRAL_ATTN_CLUSTER=") + cluster);
+    for (const Case& c : cases) run_and_check(ctx(), c, Kernel::kDecode);
+    // The 7B shape takes the in-kernel merge (no scratch) exactly when clusters are on.
+    const Data d = make_data(cases[0], 1);
+    const bool in_kernel = attention_decode_scratch_bytes(ctx(), d.p) == 0;
+    EXPECT_EQ(in_kernel, clusters && cluster[0] == '1');
+  }
+  unsetenv("MISTRAL_ATTN_CLUSTER");
 }
 
 }  // namespace

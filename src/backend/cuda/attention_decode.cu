@@ -1,16 +1,28 @@
 // Decode attention, flash-decoding style: the virtual key list of each (batch row, kv head) is cut
-// into splits, one block per split, so that even one sequence fills the GPU, and a second kernel
-// merges the splits (skipped when there is one split). The rows of a block are the T x group
-// queries that share the kv head. A block walks its split in chunks of 32 keys, in three phases:
+// into splits, one block per split, so that even one sequence fills the GPU. The rows of a block
+// are the T x group queries that share the kv head. A block is one or two walkers of 4 warps
+// (two when the splits are merged in the kernel, below, and rows <= 8), each walking every other
+// chunk of 32 keys of the split, in three phases:
 //  1. scores: a group of 8 lanes per key (each lane 8 or 16 of its elements; the queries from
 //     shared memory), summed by three xor-shuffles, written to shared memory (-inf if masked);
 //  2. softmax: a warp per row takes the chunk's 32 scores, updates the row's running max and sum
 //     (float32, base 2) and turns the scores into weights exp2(s - max);
 //  3. values: a warp per key in turn, each lane holding head_dim / 32 elements of every row's
 //     output, rescaled once per chunk.
-// The key and value loads of a chunk go out together, before the scores are computed. Against a
-// warp per key with a warp-wide sum and an online softmax per key (the kernel before), a key
-// costs a few shuffles instead of five per row, and the exponentials are per key and row once.
+// Each warp first resolves the chunk's 32 keys, a lane per key (slot, block table, sequence index),
+// and hands the key and value addresses to the lanes that load them by shuffles: one key_at per
+// lane and chunk instead of one for every key a lane touches (10; Nsight Compute counted a third
+// of the kernel's instructions there). The key and value loads of a chunk go out together.
+// Every walker ends with a partial (max, sum, unnormalized output) per row. The partials of a
+// (row, kv head) are merged
+//  - in the kernel when there is one split, or when the splits fit one thread block cluster
+//    (sm_90, up to 16 blocks; 11 for a 7B at 640 positions): the blocks of a cluster read each
+//    other's partials from shared memory (distributed shared memory), so no second kernel and no
+//    trip through global memory. On an H100 (7B, 640 positions) decode went from 175.9 / 290.6 /
+//    422.5 to 177.2 / 295.3 / 433.1 tok/s (bf16 / int8 / int4; bench/RESULTS.md);
+//  - otherwise (longer contexts: 65 splits at 4,096 positions) by a second kernel, from partials
+//    in global scratch. MISTRAL_ATTN_CLUSTER=0 takes this path for any split count > 1.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -29,40 +41,22 @@ namespace {
 
 using namespace device;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kGroupLanes = 8;                          // lanes per key in the score phase
-constexpr int kKeysAtOnce = kWarps * 32 / kGroupLanes;  // keys a block scores at once (16)
-constexpr int kChunk = 32;                              // keys per chunk: a warp's lanes
-constexpr int kScoreRounds = kChunk / kKeysAtOnce;      // keys per lane group and chunk
-constexpr int kValueKeys = kChunk / kWarps;             // keys per warp and chunk
+constexpr int kWalkerWarps = 4;                               // warps per walker
+constexpr int kGroupLanes = 8;                                // lanes per key in the score phase
+constexpr int kKeysAtOnce = kWalkerWarps * 32 / kGroupLanes;  // keys a walker scores at once (16)
+constexpr int kChunk = 32;                                    // keys per chunk: a warp's lanes
+constexpr int kScoreRounds = kChunk / kKeysAtOnce;            // keys per lane group and chunk
+constexpr int kValueKeys = kChunk / kWalkerWarps;             // keys per warp and chunk
 static_assert(kChunk == 32 && kScoreRounds * kKeysAtOnce == kChunk);
 // Splits: enough for kBlocksPerSm blocks per SM over all (row, kv head) pairs, each of at least
-// kMinKeysPerSplit keys and of whole chunks (MISTRAL_ATTN_BLOCKS_PER_SM and MISTRAL_ATTN_MIN_KEYS
-// override the two, for benchmarks). On an H100 (7B, 4,096 positions) 4 and 32 were as fast as 4
-// and 16 and 3% faster than 2 and 64 (bench/RESULTS.md). Whole chunks: a decode step sees the
-// cache plus one new key (641 at 640 positions), and splits of 33 keys walked a second chunk, with
-// its loads, barriers and softmax, for one key; splits of 32 take one.
+// kMinKeysPerSplit keys and of whole chunks for every walker (MISTRAL_ATTN_BLOCKS_PER_SM and
+// MISTRAL_ATTN_MIN_KEYS override the two, for benchmarks). On an H100 (7B, 4,096 positions) 4 and
+// 32 were as fast as 4 and 16 and 3% faster than 2 and 64 (bench/RESULTS.md). Whole chunks: a
+// decode step sees the cache plus one new key (641 at 640 positions), and splits of 33 keys
+// walked a second chunk, with its loads, barriers and softmax, for one key.
 constexpr int kMinKeysPerSplit = 32;
 constexpr int kBlocksPerSm = 4;
-
-struct Split {
-  int splits;
-  int64_t keys_per_split;
-};
-
-Split plan_splits(const KernelContext& ctx, const AttentionParams& p) {
-  static const int64_t min_keys = std::max(1, env_int("MISTRAL_ATTN_MIN_KEYS", kMinKeysPerSplit));
-  static const int64_t blocks_per_sm =
-      std::max(1, env_int("MISTRAL_ATTN_BLOCKS_PER_SM", kBlocksPerSm));
-  const int64_t keys = p.capacity + p.new_tokens;
-  const int64_t heads = p.batch * p.num_kv_heads;
-  const int64_t most_splits =
-      std::clamp<int64_t>((blocks_per_sm * ctx.num_sms() + heads - 1) / heads, 1, 1024);
-  int64_t per = std::max(min_keys, (keys + most_splits - 1) / most_splits);
-  per = (per + kChunk - 1) / kChunk * kChunk;
-  return {static_cast<int>((keys + per - 1) / per), per};
-}
+constexpr int kMaxClusterBlocks = 16;  // the largest cluster sm_90 allows (non-portable above 8)
 
 // E bf16 (E = 2, 4 or 8: 4, 8 or 16 bytes) as loaded, and as float.
 template <int E>
@@ -101,25 +95,65 @@ __device__ __forceinline__ float dot8(uint4 k_raw, const float* q, float acc) {
   return fmaf(q1.w, k[7], acc);
 }
 
-// R: the largest row count this instance takes (rows = T * group <= R).
-template <int D, int R>
-__global__ void __launch_bounds__(kThreads)
+// Walkers per block: two (8 warps) when the walkers' partials are merged in the kernel and
+// rows <= kMaxWalkerRows (their warps' outputs must fit static shared memory), else one. (Two
+// walkers double the merge kernel's parts: 4,096 positions decoded 5.7% slower that way on an
+// H100.)
+constexpr int kMaxWalkerRows = 8;
+
+// A pointer of another lane.
+template <typename T>
+__device__ __forceinline__ const T* shfl_pointer(const T* p, int lane) {
+  return reinterpret_cast<const T*>(
+      __shfl_sync(kFullMask, reinterpret_cast<unsigned long long>(p), lane));
+}
+
+// The address of `local` (shared memory) in block `rank` of this block's cluster when the grid
+// is in clusters (sm_90), else `local` itself (rank 0 is the only block then); and the barrier
+// over the cluster's blocks, or the block's.
+template <typename T>
+__device__ __forceinline__ const T* cluster_shared(const T* local, int rank, bool clustered) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (clustered) return cooperative_groups::this_cluster().map_shared_rank(local, rank);
+#endif
+  return local;
+}
+__device__ __forceinline__ void cluster_barrier(bool clustered) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (clustered) return cooperative_groups::this_cluster().sync();
+#endif
+  __syncthreads();
+}
+
+// R: the largest row count this instance takes (rows = T * group <= R); W walkers. With
+// merge_in_kernel the grid's x extent (the splits) is one cluster (or 1); otherwise each walker
+// writes its partial to part_acc / part_ml as part split * W + walker.
+template <int D, int R, int W>
+__global__ void __launch_bounds__(W* kWalkerWarps * 32)
     attention_decode_kernel(AttentionParams p, float scale_log2, int64_t keys_per_split,
-                            float* __restrict__ part_acc, float* __restrict__ part_ml) {
+                            bool merge_in_kernel, float* __restrict__ part_acc,
+                            float* __restrict__ part_ml) {
+  static_assert(W == 1 || (W == 2 && R <= kMaxWalkerRows));
+  constexpr int kWarps = W * kWalkerWarps;
+  constexpr int kThreads = kWarps * 32;
   constexpr int E = D / 32;                  // value elements per lane
   constexpr int kPieces = D / 64;            // 16-byte pieces of a key per lane in the score phase
   constexpr int kPieceStride = D / kPieces;  // elements between a lane's pieces (64)
   __shared__ __align__(16) float s_q[R][D];
-  __shared__ float s_w[R][kChunk];  // the chunk's scores, then its weights
-  __shared__ float s_max[R], s_sum[R], s_alpha[R];
+  __shared__ float s_w[W][R][kChunk];  // each walker's chunk scores, then weights
+  __shared__ float s_max[W][R], s_sum[W][R], s_alpha[W][R];
+  // Each warp's output; after the walk, walker w's partial is in s_acc[w * kWalkerWarps].
   __shared__ __align__(16) float s_acc[kWarps][R][D];
+  __shared__ float s_factor[R][W * kMaxClusterBlocks], s_total[R];  // the in-kernel merge
 
   device::begin_after_prior_kernels();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   const int64_t b = blockIdx.z, kvh = blockIdx.y;
   const int split = blockIdx.x, splits = gridDim.x;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int key_group = tid / kGroupLanes, group_lane = tid % kGroupLanes;
+  const int walker = tid / (kWalkerWarps * 32), walker_warp = warp % kWalkerWarps;
+  const int walker_tid = tid % (kWalkerWarps * 32);
+  const int key_group = walker_tid / kGroupLanes, group_lane = walker_tid % kGroupLanes;
   const int64_t group = p.num_heads / p.num_kv_heads;
   const int rows = static_cast<int>(p.new_tokens * group);
 
@@ -133,9 +167,9 @@ __global__ void __launch_bounds__(kThreads)
     *reinterpret_cast<float4*>(&s_q[r][d]) = make_float4(f[0], f[1], f[2], f[3]);
     *reinterpret_cast<float4*>(&s_q[r][d + 4]) = make_float4(f[4], f[5], f[6], f[7]);
   }
-  if (tid < R) {
-    s_max[tid] = -INFINITY;
-    s_sum[tid] = 0.0f;
+  if (tid < W * R) {
+    (&s_max[0][0])[tid] = -INFINITY;
+    (&s_sum[0][0])[tid] = 0.0f;
   }
   float acc[R][E];
 #pragma unroll
@@ -147,38 +181,40 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t begin = split * keys_per_split;
   const int64_t end = std::min(begin + keys_per_split, p.capacity + p.new_tokens);
-  for (int64_t j0 = begin; j0 < end; j0 += kChunk) {
-    // Every load of the chunk first: keys key_group + 16 u (score phase), values warp + 4 t
-    // (value phase). Every slot of the pool is a valid address; empty slots are masked (and
-    // their values zeroed, as they may hold anything).
+  for (int64_t pair = begin; pair < end; pair += W * kChunk) {  // the same steps in every walker
+    const int64_t j0 = pair + walker * kChunk;
+    // Lane l resolves key j0 + l (every slot of the pool is a valid address; empty slots are
+    // masked, and their values, which may hold anything, are never used).
+    const bf16* key_src = p.k_cache;
+    const bf16* value_src = p.v_cache;
+    int64_t seq = -1;
+    if (j0 + lane < end) seq = key_at(p, b, kvh, j0 + lane, &key_src, &value_src);
+    // Every load of the chunk first: keys key_group + 16 u (score phase), values walker_warp + 4 t
+    // (value phase).
     uint4 k_raw[kScoreRounds][kPieces];
-    int64_t k_seq[kScoreRounds];
 #pragma unroll
     for (int u = 0; u < kScoreRounds; ++u) {
-      const int64_t j = j0 + key_group + u * kKeysAtOnce;
-      k_seq[u] = -1;
+      const int key = key_group + u * kKeysAtOnce;
+      const bf16* src = shfl_pointer(key_src, key);
 #pragma unroll
-      for (int i = 0; i < kPieces; ++i) k_raw[u][i] = make_uint4(0, 0, 0, 0);
-      if (j < end) {
-        const bf16 *k_src, *v_src;
-        k_seq[u] = key_at(p, b, kvh, j, &k_src, &v_src);
-#pragma unroll
-        for (int i = 0; i < kPieces; ++i) {
-          k_raw[u][i] = *reinterpret_cast<const uint4*>(k_src + i * kPieceStride + group_lane * 8);
-        }
+      for (int i = 0; i < kPieces; ++i) {
+        k_raw[u][i] = j0 + key < end
+                          ? *reinterpret_cast<const uint4*>(src + i * kPieceStride + group_lane * 8)
+                          : make_uint4(0, 0, 0, 0);
       }
     }
     RawValue<E> v_raw[kValueKeys];
-    bool v_live[kValueKeys];
 #pragma unroll
     for (int t = 0; t < kValueKeys; ++t) {
-      const int64_t j = j0 + warp + t * kWarps;
-      v_live[t] = false;
-      if (j < end) {
-        const bf16 *k_src, *v_src;
-        v_live[t] = key_at(p, b, kvh, j, &k_src, &v_src) >= 0;
-        v_raw[t] = *reinterpret_cast<const RawValue<E>*>(v_src + lane * E);
-      }
+      const int key = walker_warp + t * kWalkerWarps;
+      const bf16* src = shfl_pointer(value_src, key);
+      if (j0 + key < end) v_raw[t] = *reinterpret_cast<const RawValue<E>*>(src + lane * E);
+    }
+    const unsigned live = __ballot_sync(kFullMask, seq >= 0);
+    int64_t k_seq[kScoreRounds];
+#pragma unroll
+    for (int u = 0; u < kScoreRounds; ++u) {
+      k_seq[u] = __shfl_sync(kFullMask, static_cast<long long>(seq), key_group + u * kKeysAtOnce);
     }
 
     // 1. Scores (every lane of a group ends with the sum; lane r % 8 stores row r's).
@@ -197,27 +233,27 @@ __global__ void __launch_bounds__(kThreads)
         dot += __shfl_xor_sync(kFullMask, dot, 4);
         if (group_lane == r % kGroupLanes) {
           const bool seen = visible(p.first_seq_index + r / group, k_seq[u], p.sliding_window);
-          s_w[r][key_group + u * kKeysAtOnce] = seen ? dot * scale_log2 : -INFINITY;
+          s_w[walker][r][key_group + u * kKeysAtOnce] = seen ? dot * scale_log2 : -INFINITY;
         }
       }
     }
     __syncthreads();
 
     // 2. Softmax: a warp per row, a lane per key of the chunk.
-    for (int r = warp; r < rows; r += kWarps) {
-      const float s = s_w[r][lane];
-      const float old_max = s_max[r];
+    for (int r = walker_warp; r < rows; r += kWalkerWarps) {
+      const float s = s_w[walker][r][lane];
+      const float old_max = s_max[walker][r];
       const float new_max = fmaxf(old_max, warp_max(s));
       const bool any = new_max != -INFINITY;
       const float w = any ? exp2f(s - new_max) : 0.0f;
       const float alpha = any ? exp2f(old_max - new_max) : 1.0f;
       const float sum = warp_sum(w);
-      s_w[r][lane] = w;
+      s_w[walker][r][lane] = w;
       __syncwarp();
       if (lane == 0) {
-        s_max[r] = new_max;
-        s_sum[r] = s_sum[r] * alpha + sum;
-        s_alpha[r] = alpha;
+        s_max[walker][r] = new_max;
+        s_sum[walker][r] = s_sum[walker][r] * alpha + sum;
+        s_alpha[walker][r] = alpha;
       }
     }
     __syncthreads();
@@ -226,19 +262,20 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       if (r >= rows) break;
-      const float alpha = s_alpha[r];
+      const float alpha = s_alpha[walker][r];
 #pragma unroll
       for (int e = 0; e < E; ++e) acc[r][e] *= alpha;
     }
 #pragma unroll
     for (int t = 0; t < kValueKeys; ++t) {
-      if (!v_live[t]) continue;  // the same in the whole warp
+      const int key = walker_warp + t * kWalkerWarps;
+      if (j0 + key >= end || !((live >> key) & 1u)) continue;  // the same in the whole warp
       float v[E];
       to_floats<E>(v_raw[t], v);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r >= rows) break;
-        const float w = s_w[r][warp + t * kWarps];
+        const float w = s_w[walker][r][key];
 #pragma unroll
         for (int e = 0; e < E; ++e) acc[r][e] = fmaf(w, v[e], acc[r][e]);
       }
@@ -246,7 +283,8 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // s_w and s_alpha are written again by the next chunk
   }
 
-  // Merge the warps (one scale, so a sum), then normalize or store the split's partial sums.
+  // Each walker's partial: its warps' outputs summed (one scale, so a sum), in place in the
+  // walker's first slot, or stored for the merge kernel.
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
@@ -254,30 +292,63 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < E; ++e) s_acc[warp][r][lane * E + e] = acc[r][e];
   }
   __syncthreads();
-  for (int idx = tid; idx < rows * D; idx += kThreads) {
-    const int r = idx / D, d = idx % D;
+  const int parts = splits * W;
+  for (int idx = tid; idx < W * R * D; idx += kThreads) {  // R, D: shifts, not divisions
+    const int w = idx / (R * D), r = idx / D % R, d = idx % D;
+    if (r >= rows) continue;
     float a = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) a += s_acc[w][r][d];
-    const float m = s_max[r], l = s_sum[r];
-    if (splits == 1) {
-      const int64_t tq = r / group, h = kvh * group + r % group;
-      p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
-          __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
+    for (int i = 0; i < kWalkerWarps; ++i) a += s_acc[w * kWalkerWarps + i][r][d];
+    if (merge_in_kernel) {
+      s_acc[w * kWalkerWarps][r][d] = a;
     } else {
-      const int64_t slot = ((b * p.num_kv_heads + kvh) * splits + split) * rows + r;
+      const int64_t slot = ((b * p.num_kv_heads + kvh) * parts + split * W + w) * rows + r;
       part_acc[slot * D + d] = a;
       if (d == 0) {
-        part_ml[2 * slot] = m;
-        part_ml[2 * slot + 1] = l;
+        part_ml[2 * slot] = s_max[w][r];
+        part_ml[2 * slot + 1] = s_sum[w][r];
       }
     }
   }
+  if (!merge_in_kernel) return;
+
+  // The merge, over the parts (split, walker) of every block of the cluster: a warp per row
+  // takes the factors exp2(max_part - max) (a lane per part) and the total sum; then each output
+  // element, spread over the cluster's blocks, is its parts' sum times their factors, over the
+  // total.
+  const bool clustered = splits > 1;
+  cluster_barrier(clustered);  // every block's partials are written
+  for (int r = warp; r < rows; r += kWarps) {
+    float m = -INFINITY, l = 0.0f;
+    if (lane < parts) {
+      m = *cluster_shared(&s_max[lane % W][r], lane / W, clustered);
+      l = *cluster_shared(&s_sum[lane % W][r], lane / W, clustered);
+    }
+    const float top = warp_max(m);
+    const float f = lane < parts && top != -INFINITY ? exp2f(m - top) : 0.0f;
+    const float total = warp_sum(l * f);
+    if (lane < parts) s_factor[r][lane] = f;
+    if (lane == 0) s_total[r] = total;
+  }
+  __syncthreads();
+  for (int idx = split * kThreads + tid; idx < rows * D; idx += splits * kThreads) {
+    const int r = idx / D, d = idx % D;
+    float a = 0.0f;
+    for (int part = 0; part < parts; ++part) {
+      a = fmaf(*cluster_shared(&s_acc[(part % W) * kWalkerWarps][r][d], part / W, clustered),
+               s_factor[r][part], a);
+    }
+    const float l = s_total[r];
+    const int64_t tq = r / group, h = kvh * group + r % group;
+    p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
+        __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
+  }
+  cluster_barrier(clustered);  // no block leaves while another may still read its shared memory
 }
 
-// One block of D threads per (batch row, kv head, query row): merges the splits' partial sums.
+// One block of D threads per (batch row, kv head, query row): merges the parts' partial sums.
 template <int D>
-__global__ void attention_merge_kernel(AttentionParams p, int splits, int rows,
+__global__ void attention_merge_kernel(AttentionParams p, int parts, int rows,
                                        const float* __restrict__ part_acc,
                                        const float* __restrict__ part_ml) {
   device::begin_after_prior_kernels();
@@ -286,11 +357,11 @@ __global__ void attention_merge_kernel(AttentionParams p, int splits, int rows,
   const int64_t bk = idx / rows, kvh = bk % p.num_kv_heads, b = bk / p.num_kv_heads;
   const int d = threadIdx.x;
   float m = -INFINITY;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, part_ml[2 * ((bk * splits + s) * rows + r)]);
+  for (int s = 0; s < parts; ++s) m = fmaxf(m, part_ml[2 * ((bk * parts + s) * rows + r)]);
   float l = 0.0f, a = 0.0f;
   if (m != -INFINITY) {
-    for (int s = 0; s < splits; ++s) {
-      const int64_t slot = (bk * splits + s) * rows + r;
+    for (int s = 0; s < parts; ++s) {
+      const int64_t slot = (bk * parts + s) * rows + r;
       const float f = exp2f(part_ml[2 * slot] - m);
       l += part_ml[2 * slot + 1] * f;
       a += part_acc[slot * D + d] * f;
@@ -302,32 +373,99 @@ __global__ void attention_merge_kernel(AttentionParams p, int splits, int rows,
       __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
 }
 
-template <int D, int R>
-void launch_decode(KernelContext& ctx, const AttentionParams& p, const Split& sp, float* part_acc,
-                   float* part_ml) {
-  const dim3 grid(static_cast<unsigned>(sp.splits), static_cast<unsigned>(p.num_kv_heads),
-                  static_cast<unsigned>(p.batch));
-  launch_kernel(ctx, attention_decode_kernel<D, R>, grid, kThreads, 0, p, p.scale * kLog2e,
-                sp.keys_per_split, part_acc, part_ml);
-  MISTRAL_CUDA_CHECK_LAUNCH();
+// The most blocks a cluster of attention_decode_kernel<D, R, W> may have here (1 before sm_90,
+// or with MISTRAL_ATTN_CLUSTER=0), asked of the runtime once per instance.
+template <int D, int R, int W>
+int max_cluster_blocks(const KernelContext& ctx) {
+  if (env_int("MISTRAL_ATTN_CLUSTER", 1) == 0 || ctx.props().major < 9) return 1;
+  static const int most = [] {
+    auto* kernel = attention_decode_kernel<D, R, W>;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      return 8;  // the portable size
+    }
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(kMaxClusterBlocks, 1, 1);
+    config.blockDim = dim3(W * kWalkerWarps * 32, 1, 1);
+    int blocks = 0;
+    if (cudaOccupancyMaxPotentialClusterSize(&blocks, kernel, &config) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    return std::clamp(blocks, 1, kMaxClusterBlocks);
+  }();
+  return most;
 }
 
-template <int D>
-void decode_for_dim(KernelContext& ctx, const AttentionParams& p, const Split& sp, int rows,
-                    float* part_acc, float* part_ml) {
-  if (rows <= 1) {
-    launch_decode<D, 1>(ctx, p, sp, part_acc, part_ml);
-  } else if (rows <= 4) {
-    launch_decode<D, 4>(ctx, p, sp, part_acc, part_ml);
-  } else if (rows <= 8) {
-    launch_decode<D, 8>(ctx, p, sp, part_acc, part_ml);
-  } else {
-    launch_decode<D, 16>(ctx, p, sp, part_acc, part_ml);
+// f(D, R, W) as integral constants for these parameters and walkers (1 past kMaxWalkerRows).
+template <typename Fn>
+void with_shape(const AttentionParams& p, int walkers, Fn&& f) {
+  const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
+  auto with_r = [&](auto d) {
+    auto with_w = [&](auto r) {
+      if constexpr (decltype(r)::value <= kMaxWalkerRows) {
+        if (walkers == 2) return f(d, r, std::integral_constant<int, 2>());
+      }
+      f(d, r, std::integral_constant<int, 1>());
+    };
+    if (rows <= 1) return with_w(std::integral_constant<int, 1>());
+    if (rows <= 4) return with_w(std::integral_constant<int, 4>());
+    if (rows <= 8) return with_w(std::integral_constant<int, 8>());
+    with_w(std::integral_constant<int, 16>());
+  };
+  if (p.head_dim == 128) return with_r(std::integral_constant<int, 128>());
+  with_r(std::integral_constant<int, 64>());
+}
+
+struct Plan {
+  int splits;
+  int64_t keys_per_split;
+  int walkers;
+  bool merge_in_kernel;
+};
+
+// Two walkers when their splits are merged in the kernel, else one (see kMaxWalkerRows).
+Plan plan_decode(const KernelContext& ctx, const AttentionParams& p) {
+  static const int64_t min_keys = std::max(1, env_int("MISTRAL_ATTN_MIN_KEYS", kMinKeysPerSplit));
+  static const int64_t blocks_per_sm =
+      std::max(1, env_int("MISTRAL_ATTN_BLOCKS_PER_SM", kBlocksPerSm));
+  const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
+  const int64_t keys = p.capacity + p.new_tokens;
+  const int64_t heads = p.batch * p.num_kv_heads;
+  const int64_t most_splits =
+      std::clamp<int64_t>((blocks_per_sm * ctx.num_sms() + heads - 1) / heads, 1, 1024);
+  Plan plan{};
+  for (int walkers = rows <= kMaxWalkerRows ? 2 : 1; walkers >= 1; --walkers) {
+    const int64_t step = int64_t{kChunk} * walkers;  // keys a block takes at once
+    int64_t per = std::max(min_keys, (keys + most_splits - 1) / most_splits);
+    per = (per + step - 1) / step * step;
+    plan = {static_cast<int>((keys + per - 1) / per), per, walkers, false};
+    int cluster = 1;
+    with_shape(p, walkers, [&](auto d, auto r, auto w) {
+      cluster = max_cluster_blocks<decltype(d)::value, decltype(r)::value, decltype(w)::value>(ctx);
+    });
+    plan.merge_in_kernel = plan.splits <= cluster;
+    if (plan.merge_in_kernel) break;
   }
-  if (sp.splits > 1) {
+  return plan;
+}
+
+template <int D, int R, int W>
+void launch_decode(KernelContext& ctx, const AttentionParams& p, const Plan& plan, float* part_acc,
+                   float* part_ml) {
+  const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(p.num_kv_heads),
+                  static_cast<unsigned>(p.batch));
+  const unsigned cluster = plan.merge_in_kernel ? static_cast<unsigned>(plan.splits) : 1;
+  launch_kernel_in_clusters(ctx, cluster, attention_decode_kernel<D, R, W>, grid,
+                            W * kWalkerWarps * 32, 0, p, p.scale * kLog2e, plan.keys_per_split,
+                            plan.merge_in_kernel, part_acc, part_ml);
+  MISTRAL_CUDA_CHECK_LAUNCH();
+  if (!plan.merge_in_kernel) {
+    const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
     const auto blocks = static_cast<unsigned>(p.batch * p.num_kv_heads * rows);
-    launch_kernel(ctx, attention_merge_kernel<D>, blocks, D, 0, p, sp.splits, rows, part_acc,
-                  part_ml);
+    launch_kernel(ctx, attention_merge_kernel<D>, blocks, D, 0, p, plan.splits * W,
+                  static_cast<int>(rows), part_acc, part_ml);
     MISTRAL_CUDA_CHECK_LAUNCH();
   }
 }
@@ -335,10 +473,11 @@ void decode_for_dim(KernelContext& ctx, const AttentionParams& p, const Split& s
 }  // namespace
 
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p) {
-  const Split sp = plan_splits(ctx, p);
-  if (sp.splits == 1) return 0;
+  const Plan plan = plan_decode(ctx, p);
+  if (plan.merge_in_kernel) return 0;
   const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
-  return static_cast<size_t>(p.batch * p.num_kv_heads * sp.splits * rows * (p.head_dim + 2)) *
+  const int64_t parts = int64_t{plan.splits} * plan.walkers;
+  return static_cast<size_t>(p.batch * p.num_kv_heads * parts * rows * (p.head_dim + 2)) *
          sizeof(float);
 }
 
@@ -347,18 +486,18 @@ void attention_decode(KernelContext& ctx, const AttentionParams& p) {
   const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
   MISTRAL_CHECK(rows <= kMaxDecodeRows)
       << "decode attention takes new_tokens * group <= " << kMaxDecodeRows << ", got " << rows;
-  const Split sp = plan_splits(ctx, p);
+  const Plan plan = plan_decode(ctx, p);
   const size_t need = attention_decode_scratch_bytes(ctx, p);
   MISTRAL_CHECK(ctx.scratch_bytes() >= need)
       << "decode attention needs " << need << " bytes of scratch; call reserve_scratch first";
   float* part_acc = static_cast<float*>(ctx.scratch());
   float* part_ml =
-      part_acc + static_cast<size_t>(p.batch * p.num_kv_heads * sp.splits * rows) * p.head_dim;
-  if (p.head_dim == 128) {
-    decode_for_dim<128>(ctx, p, sp, static_cast<int>(rows), part_acc, part_ml);
-  } else {
-    decode_for_dim<64>(ctx, p, sp, static_cast<int>(rows), part_acc, part_ml);
-  }
+      part_acc + static_cast<size_t>(p.batch * p.num_kv_heads * plan.splits * plan.walkers * rows) *
+                     p.head_dim;
+  with_shape(p, plan.walkers, [&](auto d, auto r, auto w) {
+    launch_decode<decltype(d)::value, decltype(r)::value, decltype(w)::value>(ctx, p, plan,
+                                                                              part_acc, part_ml);
+  });
 }
 
 }  // namespace mistral::cuda

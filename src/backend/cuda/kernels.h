@@ -205,9 +205,10 @@ void attention_generic(KernelContext& ctx, const AttentionParams& p);
 // 64-key tiles staged in shared memory, online softmax in float32, P rounded to bf16 for P*V as
 // in HF's bf16 eager attention. Any T.
 void attention_prefill(KernelContext& ctx, const AttentionParams& p);
-// Flash-decoding: the keys are split across blocks, each keeping a float32 online softmax, and a
-// second kernel merges the splits. Needs new_tokens * group <= kMaxDecodeRows and
-// attention_decode_scratch_bytes of scratch.
+// Flash-decoding: the keys are split across blocks, each keeping a float32 online softmax; the
+// splits are merged in the kernel when they fit a thread block cluster (sm_90), else by a second
+// kernel. Needs new_tokens * group <= kMaxDecodeRows and attention_decode_scratch_bytes of
+// scratch (0 when the merge is in the kernel).
 inline constexpr int64_t kMaxDecodeRows = 16;
 void attention_decode(KernelContext& ctx, const AttentionParams& p);
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p);
