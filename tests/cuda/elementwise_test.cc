@@ -180,24 +180,29 @@ TEST_F(CudaTest, SiluMulAndAddMatchReference) {
 }
 
 TEST_F(CudaTest, EmbedCopiesRowsExactlyAndZerosBadIds) {
-  const int64_t vocab = 37, hidden = 100;
-  std::vector<float> table;
-  DeviceBuffer dt = upload(to_bf16(randn(vocab * hidden, 21), &table));
-  const std::vector<int32_t> ids = {0, 36, 5, 5, -1, 37, 12};
-  DeviceBuffer dids = upload(ids);
-  DeviceBuffer outf = poisoned(ids.size() * hidden * sizeof(float));
-  DeviceBuffer outb = poisoned(ids.size() * hidden * sizeof(bf16));
-  embed<float>(ctx(), dt.as<bf16>(), vocab, hidden, dids.as<int32_t>(), ids.size(),
-               outf.as<float>());
-  embed<bf16>(ctx(), dt.as<bf16>(), vocab, hidden, dids.as<int32_t>(), ids.size(), outb.as<bf16>());
-  const std::vector<float> f = download<float>(outf, ids.size() * hidden);
-  const std::vector<float> b = download_as_float<bf16>(outb, ids.size() * hidden);
-  for (size_t r = 0; r < ids.size(); ++r) {
-    const bool ok = ids[r] >= 0 && ids[r] < vocab;
-    for (int64_t i = 0; i < hidden; ++i) {
-      const float want = ok ? table[ids[r] * hidden + i] : 0.0f;
-      ASSERT_EQ(f[r * hidden + i], want) << r << " " << i;
-      ASSERT_EQ(b[r * hidden + i], want) << r << " " << i;
+  // hidden 100 takes the element-by-element kernel, 128 and 4096 the 16-byte one.
+  for (const int64_t hidden : {100, 128, 4096}) {
+    SCOPED_TRACE("hidden " + std::to_string(hidden));
+    const int64_t vocab = 37;
+    std::vector<float> table;
+    DeviceBuffer dt = upload(to_bf16(randn(vocab * hidden, 21), &table));
+    const std::vector<int32_t> ids = {0, 36, 5, 5, -1, 37, 12};
+    DeviceBuffer dids = upload(ids);
+    DeviceBuffer outf = poisoned(ids.size() * hidden * sizeof(float));
+    DeviceBuffer outb = poisoned(ids.size() * hidden * sizeof(bf16));
+    embed<float>(ctx(), dt.as<bf16>(), vocab, hidden, dids.as<int32_t>(), ids.size(),
+                 outf.as<float>());
+    embed<bf16>(ctx(), dt.as<bf16>(), vocab, hidden, dids.as<int32_t>(), ids.size(),
+                outb.as<bf16>());
+    const std::vector<float> f = download<float>(outf, ids.size() * hidden);
+    const std::vector<float> b = download_as_float<bf16>(outb, ids.size() * hidden);
+    for (size_t r = 0; r < ids.size(); ++r) {
+      const bool ok = ids[r] >= 0 && ids[r] < vocab;
+      for (int64_t i = 0; i < hidden; ++i) {
+        const float want = ok ? table[ids[r] * hidden + i] : 0.0f;
+        ASSERT_EQ(f[r * hidden + i], want) << r << " " << i;
+        ASSERT_EQ(b[r * hidden + i], want) << r << " " << i;
+      }
     }
   }
 }
