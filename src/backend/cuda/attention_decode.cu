@@ -470,15 +470,22 @@ void launch_decode(KernelContext& ctx, const AttentionParams& p, const Plan& pla
   }
 }
 
+// Partial results the merge kernel reads, one per (batch row, kv head, part, query row): 0 when
+// the merge is in the kernel. Each is head_dim floats in part_acc and (max, sum) in part_ml.
+int64_t partial_slots(const AttentionParams& p, const Plan& plan) {
+  if (plan.merge_in_kernel) return 0;
+  const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
+  return p.batch * p.num_kv_heads * int64_t{plan.splits} * plan.walkers * rows;
+}
+
+size_t scratch_bytes(const AttentionParams& p, const Plan& plan) {
+  return static_cast<size_t>(partial_slots(p, plan) * (p.head_dim + 2)) * sizeof(float);
+}
+
 }  // namespace
 
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p) {
-  const Plan plan = plan_decode(ctx, p);
-  if (plan.merge_in_kernel) return 0;
-  const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
-  const int64_t parts = int64_t{plan.splits} * plan.walkers;
-  return static_cast<size_t>(p.batch * p.num_kv_heads * parts * rows * (p.head_dim + 2)) *
-         sizeof(float);
+  return scratch_bytes(p, plan_decode(ctx, p));
 }
 
 void attention_decode(KernelContext& ctx, const AttentionParams& p) {
@@ -487,13 +494,11 @@ void attention_decode(KernelContext& ctx, const AttentionParams& p) {
   MISTRAL_CHECK(rows <= kMaxDecodeRows)
       << "decode attention takes new_tokens * group <= " << kMaxDecodeRows << ", got " << rows;
   const Plan plan = plan_decode(ctx, p);
-  const size_t need = attention_decode_scratch_bytes(ctx, p);
+  const size_t need = scratch_bytes(p, plan);
   MISTRAL_CHECK(ctx.scratch_bytes() >= need)
       << "decode attention needs " << need << " bytes of scratch; call reserve_scratch first";
   float* part_acc = static_cast<float*>(ctx.scratch());
-  float* part_ml =
-      part_acc + static_cast<size_t>(p.batch * p.num_kv_heads * plan.splits * plan.walkers * rows) *
-                     p.head_dim;
+  float* part_ml = part_acc + static_cast<size_t>(partial_slots(p, plan) * p.head_dim);
   with_shape(p, plan.walkers, [&](auto d, auto r, auto w) {
     launch_decode<decltype(d)::value, decltype(r)::value, decltype(w)::value>(ctx, p, plan,
                                                                               part_acc, part_ml);

@@ -334,13 +334,13 @@ class CudaBackend final : public Backend {
   void rope_qk_store_kv(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads,
                         int64_t head_dim, const int64_t* positions, double theta,
                         const KvWriteArgs& store) override {
-    const KvStoreParams p = kv_store_params(store);
-    if (!fuse_enabled_ || store.k != k || tokens != p.batch * p.new_tokens ||
-        kv_heads != p.num_kv_heads || head_dim != p.head_dim) {
+    if (!fuse_enabled_ || store.k != k || tokens != store.batch * store.new_tokens ||
+        kv_heads != store.num_kv_heads || head_dim != store.head_dim) {
       return Backend::rope_qk_store_kv(q, k, tokens, heads, kv_heads, head_dim, positions, theta,
                                        store);
     }
-    cuda::rope_qk_store_kv(*ctx_, act(q), heads, positions, inv_freq(head_dim, theta), p);
+    cuda::rope_qk_store_kv(*ctx_, act(q), heads, positions, inv_freq(head_dim, theta),
+                           kv_store_params(store));
   }
   void record_kv_slots(int64_t batch, int64_t new_tokens, int64_t first_seq_index,
                        const int64_t* first_seq_index_device, int64_t capacity,
