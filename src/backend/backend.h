@@ -218,6 +218,16 @@ class Backend {
     rope_qk(q, k, tokens, heads, kv_heads, head_dim, positions, theta);
     store_kv(store);
   }
+  // rope_qk_store_kv(q, k, ...) at these positions, then attention(args), for one new token per
+  // row: args.q and args.k are q and k, and store writes args' cache. One op where the backend
+  // folds rope and the cache write into attention (q and k may then stay unrotated in memory);
+  // the default runs the two.
+  virtual void rope_store_attention(void* q, void* k, const int64_t* positions, double theta,
+                                    const KvWriteArgs& store, const AttentionArgs& args) {
+    rope_qk_store_kv(q, k, args.batch * args.new_tokens, args.num_heads, args.num_kv_heads,
+                     args.head_dim, positions, theta, store);
+    attention(args);
+  }
   // x[m, n] += y (as add), then h = rmsnorm(x) with weight [n] (as rmsnorm): a decoder layer's
   // residual add fused with the norm that follows it. h may be y. The default runs add, rmsnorm.
   virtual void add_rmsnorm(void* x, const void* y, int64_t m, const Tensor& weight, float eps,

@@ -321,10 +321,10 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   // One row with joined q|k|v and gate|up matrices (single-sequence decode): each norm, residual
-  // add and SwiGLU goes with the matmul next to it (fused_matmul), so the layer is four matmuls,
-  // rope, attention and the cache write. Otherwise each residual add is fused with the norm
-  // after it (add_rmsnorm): the attention block's with the MLP norm, the MLP block's with the next
-  // layer's attention norm (or the final norm).
+  // add and SwiGLU goes with the matmul next to it (fused_matmul), so the layer is four matmuls
+  // and rope_store_attention (one kernel on the GPU). Otherwise each residual add is fused with
+  // the norm after it (add_rmsnorm): the attention block's with the MLP norm, the MLP block's with
+  // the next layer's attention norm (or the final norm).
   const bool fused = M == 1 && std::all_of(weights_.layers.begin(), weights_.layers.end(),
                                            [](const LayerWeights& w) {
                                              return !w.wqkv.empty() && !w.w_gate_up.empty();
@@ -349,22 +349,21 @@ void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t
       be.matmul(a.h, M, w.wk, a.k);
       be.matmul(a.h, M, w.wv, a.v);
     }
-    // One new token per row: the cache write goes with rope, before attention (KvCache::write_args
-    // says why that is safe), so a backend can do both in one op.
-    if (store_early) {
-      be.rope_qk_store_kv(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
-                          a.positions, c.rope_theta,
-                          cache.write_args(l, a.k, a.v, T, a.first_seq_index));
-    } else {
-      be.rope_qk(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim, a.positions,
-                 c.rope_theta);
-    }
     args.k_cache = cache.keys(l);
     args.v_cache = cache.values(l);
     args.k_scale = cache.key_scales(l);
     args.v_scale = cache.value_scales(l);
-    be.attention(args);
-    if (!store_early) cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
+    // One new token per row: the cache write goes with rope, before attention (KvCache::write_args
+    // says why that is safe), so a backend can do the three in one op.
+    if (store_early) {
+      be.rope_store_attention(a.q, a.k, a.positions, c.rope_theta,
+                              cache.write_args(l, a.k, a.v, T, a.first_seq_index), args);
+    } else {
+      be.rope_qk(a.q, a.k, M, c.num_attention_heads, c.num_key_value_heads, c.head_dim, a.positions,
+                 c.rope_theta);
+      be.attention(args);
+      cache.store_layer(l, a.k, a.v, T, a.first_seq_index);
+    }
     const bool last = l + 1 == c.num_hidden_layers;
     if (fused) {
       be.fused_matmul(a.attn, M, w.wo, a.x, residual_out);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -227,6 +229,112 @@ TEST_F(CudaTest, AttentionDecodeSplitsMergedInTheKernelOrByTheMergeKernel) {
     EXPECT_EQ(in_kernel, clusters && cluster[0] == '1');
   }
   unsetenv("MISTRAL_ATTN_CLUSTER");
+}
+
+// attention_decode_rope_store (rope and the cache write inside decode attention) against
+// rope_qk_store_kv then attention_decode: the same bits in the output and in both caches (q and k
+// stay unrotated in memory on the fused path, so each run starts from fresh copies).
+void check_rope_store(KernelContext& ctx, const Case& c, int64_t block_size = 0,
+                      bool index_on_device = false) {
+  SCOPED_TRACE(c.name + (block_size > 0 ? " [paged]" : "") +
+               (index_on_device ? " [index on device]" : ""));
+  const uint32_t seed = 5 + static_cast<uint32_t>(c.capacity);
+  const int64_t blocks_per_row = block_size > 0 ? c.capacity / block_size : 0;
+  std::vector<int32_t> table(c.batch * blocks_per_row);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(seed));
+  std::vector<int64_t> positions(c.batch);
+  for (int64_t b = 0; b < c.batch; ++b) positions[b] = c.first + 7 * b;
+  std::vector<float> inv_freq(c.head_dim / 2);
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    inv_freq[i] = static_cast<float>(std::pow(1e6, -2.0 * i / c.head_dim));
+  }
+  DeviceBuffer dtable = upload(table), dpos = upload(positions), dinv = upload(inv_freq);
+  DeviceBuffer dindex = upload(std::vector<int64_t>{c.first});
+  const size_t n = c.batch * c.heads * c.head_dim;
+  const size_t cache_n = c.batch * c.capacity * c.kv_heads * c.head_dim;
+  struct Run {
+    std::vector<BF16> out, k_cache, v_cache;
+  };
+  auto run = [&](bool fused) {
+    Data d = make_data(c, seed);
+    d.dout = poisoned(n * sizeof(bf16));
+    AttentionParams& p = d.p;
+    p.out = d.dout.as<bf16>();
+    if (block_size > 0) {
+      p.block_size = block_size;
+      p.blocks_per_row = blocks_per_row;
+      p.block_table = dtable.as<int32_t>();
+    }
+    if (index_on_device) {
+      p.first_seq_index = -1;
+      p.first_seq_index_device = dindex.as<int64_t>();
+    }
+    EXPECT_TRUE(ctx.reserve_scratch(attention_decode_scratch_bytes(ctx, p)).ok());
+    if (fused) {
+      EXPECT_TRUE(attention_decode_rope_supported(p));
+      DecodeRope r;
+      r.positions = dpos.as<int64_t>();
+      r.inv_freq = dinv.as<float>();
+      r.k_cache = d.dkc.as<bf16>();
+      r.v_cache = d.dvc.as<bf16>();
+      attention_decode_rope_store(ctx, p, r);
+    } else {
+      KvStoreParams s;
+      s.batch = c.batch;
+      s.new_tokens = c.tokens;
+      s.num_kv_heads = c.kv_heads;
+      s.head_dim = c.head_dim;
+      s.capacity = c.capacity;
+      s.block_size = p.block_size;
+      s.blocks_per_row = p.blocks_per_row;
+      s.block_table = p.block_table;
+      s.first_seq_index = p.first_seq_index;
+      s.first_seq_index_device = p.first_seq_index_device;
+      s.k = d.dk.as<bf16>();
+      s.v = d.dv.as<bf16>();
+      s.k_cache = d.dkc.as<bf16>();
+      s.v_cache = d.dvc.as<bf16>();
+      rope_qk_store_kv(ctx, d.dq.as<bf16>(), c.heads, dpos.as<int64_t>(), dinv.as<float>(), s);
+      attention_decode(ctx, p);
+    }
+    return Run{download<BF16>(d.dout, n), download<BF16>(d.dkc, cache_n),
+               download<BF16>(d.dvc, cache_n)};
+  };
+  const Run want = run(false), got = run(true);
+  auto bits = [](const std::vector<BF16>& v) {
+    std::vector<uint16_t> b(v.size());
+    for (size_t i = 0; i < v.size(); ++i) b[i] = v[i].bits;
+    return b;
+  };
+  for (const BF16& y : want.out) ASSERT_TRUE(std::isfinite(bf16_to_float(y)));
+  EXPECT_EQ(bits(got.out), bits(want.out)) << "attention output";
+  EXPECT_EQ(bits(got.k_cache), bits(want.k_cache)) << "k cache";
+  EXPECT_EQ(bits(got.v_cache), bits(want.v_cache)) << "v cache";
+}
+
+TEST_F(CudaTest, AttentionDecodeWithRopeAndCacheWriteGivesTheBitsOfTheSeparateOps) {
+  // The 7B shape (cluster merge at 641 keys, the merge kernel at 4,097 with a window), a ring
+  // past its first lap, left padding, group 8 and 1, paging and the index on the device. As in
+  // the model, the slot the new token goes to is empty or one window back (KvCache::write_args):
+  // the ring holds exactly the window once it wraps.
+  for (const char* cluster : {"1", "0"}) {
+    setenv("MISTRAL_ATTN_CLUSTER", cluster, 1);
+    SCOPED_TRACE(std::string("MISTRAL_ATTN_CLUSTER=") + cluster);
+    check_rope_store(ctx(), {"7b at 640 positions", 1, 1, 32, 8, 128, 639, 4096, 640});
+    check_rope_store(ctx(), {"7b past the window", 2, 1, 32, 8, 128, 5000, 4096, 4096, 100});
+    check_rope_store(ctx(), {"left pad", 2, 1, 32, 8, 128, 70, 0, 100, /*pad_row1=*/30});
+    check_rope_store(ctx(), {"group 8, ring", 2, 1, 16, 2, 128, 333, 96, 96});
+    check_rope_store(ctx(), {"mha", 3, 1, 4, 4, 128, 90, 0, 128, /*pad_row1=*/50});
+    check_rope_store(ctx(), {"paged ring", 3, 1, 8, 2, 128, 150, 128, 128}, /*block_size=*/16);
+    check_rope_store(ctx(), {"first token", 1, 1, 8, 2, 128, 0, 0, 32}, 8, true);
+  }
+  unsetenv("MISTRAL_ATTN_CLUSTER");
+  // Not for T > 1 or head_dim 64 (the caller runs the two ops).
+  AttentionParams p = make_data({"", 1, 2, 8, 2, 128, 10, 0, 32}, 1).p;
+  EXPECT_FALSE(attention_decode_rope_supported(p));
+  p = make_data({"", 1, 1, 8, 2, 64, 10, 0, 32}, 1).p;
+  EXPECT_FALSE(attention_decode_rope_supported(p));
 }
 
 }  // namespace

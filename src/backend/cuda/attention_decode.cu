@@ -22,6 +22,12 @@
 //    422.5 to 177.2 / 295.3 / 433.1 tok/s (bf16 / int8 / int4; bench/RESULTS.md);
 //  - otherwise (longer contexts: 65 splits at 4,096 positions) by a second kernel, from partials
 //    in global scratch. MISTRAL_ATTN_CLUSTER=0 takes this path for any split count > 1.
+// A walker's first chunk of cached keys and values is loaded before the kernel waits for the one
+// before it (the comment there says why that is safe), so those loads overlap that kernel.
+// attention_decode_rope_store folds rope and the cache write of the new token into the kernel
+// (one new token per row, head_dim 128): each block rotates its queries as it loads them, and
+// the walker whose chunk holds the new key rotates it in registers and writes it and its value
+// to the cache. That removes rope_qk_store_kv's kernel from the decode chain.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
@@ -58,24 +64,29 @@ constexpr int kMinKeysPerSplit = 32;
 constexpr int kBlocksPerSm = 4;
 constexpr int kMaxClusterBlocks = 16;  // the largest cluster sm_90 allows (non-portable above 8)
 
+// Which of a chunk's keys a load takes: all, those in the cache, or this call's new ones.
+enum class Keys { kAll, kCached, kNew };
+
 // E bf16 (E = 2, 4 or 8: 4, 8 or 16 bytes) as loaded, and as float.
 template <int E>
 using RawValue = std::conditional_t<E == 8, uint4, std::conditional_t<E == 4, uint2, uint32_t>>;
 template <int E>
 __device__ __forceinline__ void to_floats(RawValue<E> raw, float (&f)[E]) {
-  uint32_t words[E / 2];
   if constexpr (E == 8) {
-    words[0] = raw.x, words[1] = raw.y, words[2] = raw.z, words[3] = raw.w;
-  } else if constexpr (E == 4) {
-    words[0] = raw.x, words[1] = raw.y;
+    unpack_bf16x8(raw, f);
   } else {
-    words[0] = raw;
-  }
+    uint32_t words[E / 2];
+    if constexpr (E == 4) {
+      words[0] = raw.x, words[1] = raw.y;
+    } else {
+      words[0] = raw;
+    }
 #pragma unroll
-  for (int i = 0; i < E / 2; ++i) {
-    const float2 pair = __bfloat1622float2(as_bf162(words[i]));
-    f[2 * i] = pair.x;
-    f[2 * i + 1] = pair.y;
+    for (int i = 0; i < E / 2; ++i) {
+      const float2 pair = __bfloat1622float2(as_bf162(words[i]));
+      f[2 * i] = pair.x;
+      f[2 * i + 1] = pair.y;
+    }
   }
 }
 
@@ -125,28 +136,45 @@ __device__ __forceinline__ void cluster_barrier(bool clustered) {
   __syncthreads();
 }
 
+// Blocks per SM the register budget must allow: two for the 7B shape's two walkers (rows <= 4),
+// at most 128 registers a thread, so an SM that runs one can also take a block of the GEMV after
+// it (the first loads before the first chunk's wait took the kernel from 128 to 157 registers).
+template <int R, int W>
+constexpr int kDecodeMinBlocks = R > 4    ? 1
+                                 : W == 2 ? 2
+                                          : 4;
+
 // R: the largest row count this instance takes (rows = T * group <= R); W walkers. With
 // merge_in_kernel the grid's x extent (the splits) is one cluster (or 1); otherwise each walker
 // writes its partial to part_acc / part_ml as part split * W + walker.
 template <int D, int R, int W>
-__global__ void __launch_bounds__(W* kWalkerWarps * 32)
-    attention_decode_kernel(AttentionParams p, float scale_log2, int64_t keys_per_split,
-                            bool merge_in_kernel, float* __restrict__ part_acc,
-                            float* __restrict__ part_ml) {
+__global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
+    attention_decode_kernel(AttentionParams p, DecodeRope rope, float scale_log2,
+                            int64_t keys_per_split, bool merge_in_kernel,
+                            float* __restrict__ part_acc, float* __restrict__ part_ml) {
   static_assert(W == 1 || (W == 2 && R <= kMaxWalkerRows));
   constexpr int kWarps = W * kWalkerWarps;
   constexpr int kThreads = kWarps * 32;
   constexpr int E = D / 32;                  // value elements per lane
   constexpr int kPieces = D / 64;            // 16-byte pieces of a key per lane in the score phase
   constexpr int kPieceStride = D / kPieces;  // elements between a lane's pieces (64)
+  constexpr int kHalf = D / 2;               // rope pairs (d, d + kHalf)
   __shared__ __align__(16) float s_q[R][D];
   __shared__ float s_w[W][R][kChunk];  // each walker's chunk scores, then weights
   __shared__ float s_max[W][R], s_sum[W][R], s_alpha[W][R];
   // Each warp's output; after the walk, walker w's partial is in s_acc[w * kWalkerWarps].
   __shared__ __align__(16) float s_acc[kWarps][R][D];
   __shared__ float s_factor[R][W * kMaxClusterBlocks], s_total[R];  // the in-kernel merge
+  __shared__ float s_cos[D / 2], s_sin[D / 2];  // rope's angles at the row's position (rope)
 
-  device::begin_after_prior_kernels();
+  // Before the wait: the slot tables, block table, padding mask and sequence index (copied from
+  // the host or written by an earlier forward call, whose kernels have all completed: a call
+  // starts with host copies), and the cached keys and values of the walker's first chunk. The
+  // one cache slot per row written meanwhile (by rope_qk_store_kv, the kernel before this one,
+  // or with rope by this kernel) is, until the slot table is updated after the step, empty or
+  // one window back: masked, so what is read there is never used (KvCache::write_args). The
+  // queries and this call's new keys and values come after the wait.
+  device::allow_next_kernel();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   const int64_t b = blockIdx.z, kvh = blockIdx.y;
   const int split = blockIdx.x, splits = gridDim.x;
@@ -156,16 +184,128 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32)
   const int key_group = walker_tid / kGroupLanes, group_lane = walker_tid % kGroupLanes;
   const int64_t group = p.num_heads / p.num_kv_heads;
   const int rows = static_cast<int>(p.new_tokens * group);
+  const int64_t begin = split * keys_per_split;
+  const int64_t end = std::min(begin + keys_per_split, p.capacity + p.new_tokens);
 
-  for (int i = tid; i < rows * D / 8; i += kThreads) {  // the queries, 8 elements at a time
-    const int r = i / (D / 8), d = (i % (D / 8)) * 8;
-    const int64_t tq = r / group, h = kvh * group + r % group;
-    float f[8];
-    to_floats<8>(
-        *reinterpret_cast<const uint4*>(p.q + ((b * p.new_tokens + tq) * p.num_heads + h) * D + d),
-        f);
+  // A chunk's keys: lane l resolves key j0 + l (every slot of the pool is a valid address; empty
+  // slots are masked, and their values, which may hold anything, are never used), then the
+  // chunk's loads go out together: keys key_group + 16 u (score phase), values walker_warp + 4 t
+  // (value phase), of the cache, of the new keys, or of both (Keys).
+  const bf16* key_src = p.k_cache;
+  const bf16* value_src = p.v_cache;
+  int64_t seq = -1;
+  uint4 k_raw[kScoreRounds][kPieces];
+  RawValue<E> v_raw[kValueKeys];
+  auto resolve = [&](int64_t j0) {
+    key_src = p.k_cache;
+    value_src = p.v_cache;
+    seq = -1;
+    if (j0 + lane < end) seq = key_at(p, b, kvh, j0 + lane, &key_src, &value_src);
+  };
+  auto load = [&](int64_t j0, Keys which) {
+    auto taken = [&](int64_t j) {
+      return j < end && (which == Keys::kAll || (j < p.capacity) == (which == Keys::kCached));
+    };
+#pragma unroll
+    for (int u = 0; u < kScoreRounds; ++u) {
+      const int key = key_group + u * kKeysAtOnce;
+      const bf16* src = shfl_pointer(key_src, key);
+      const bool take = taken(j0 + key);
+#pragma unroll
+      for (int i = 0; i < kPieces; ++i) {
+        if (take) {
+          k_raw[u][i] = *reinterpret_cast<const uint4*>(src + i * kPieceStride + group_lane * 8);
+        } else if (which != Keys::kNew) {
+          k_raw[u][i] = make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kValueKeys; ++t) {
+      const int key = walker_warp + t * kWalkerWarps;
+      const bf16* src = shfl_pointer(value_src, key);
+      if (taken(j0 + key)) v_raw[t] = *reinterpret_cast<const RawValue<E>*>(src + lane * E);
+    }
+  };
+  // With rope: the chunk's new keys (j >= capacity; row b's token j - capacity) rotated in
+  // registers, where the score phase holds both halves of each pair (pieces 0 and 1: elements
+  // group_lane * 8 + e and that + D / 2), then written with their values to the token's cache slot,
+  // as rope_qk_store_kv writes them. Each new key is in one walker's chunk of one block.
+  auto new_key_offset = [&](int64_t j) {
+    const int64_t slot = (p.first_seq_index + (j - p.capacity)) % p.capacity;
+    return (cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, slot) *
+                p.num_kv_heads +
+            kvh) *
+           D;
+  };
+  auto rope_and_store_new_keys = [&](int64_t j0) {
+    if constexpr (kPieces == 2) {
+#pragma unroll
+      for (int u = 0; u < kScoreRounds; ++u) {
+        const int64_t j = j0 + key_group + u * kKeysAtOnce;
+        if (j < p.capacity || j >= end) continue;
+        float lo[8], hi[8];
+        to_floats<8>(k_raw[u][0], lo);
+        to_floats<8>(k_raw[u][1], hi);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          rotate_values<bf16>(lo[e], hi[e], s_cos[group_lane * 8 + e], s_sin[group_lane * 8 + e]);
+        }
+        k_raw[u][0] = pack_bf16x8(lo);
+        k_raw[u][1] = pack_bf16x8(hi);
+        bf16* dst = rope.k_cache + new_key_offset(j) + group_lane * 8;
+        *reinterpret_cast<uint4*>(dst) = k_raw[u][0];
+        *reinterpret_cast<uint4*>(dst + kHalf) = k_raw[u][1];
+      }
+#pragma unroll
+      for (int t = 0; t < kValueKeys; ++t) {
+        const int64_t j = j0 + walker_warp + t * kWalkerWarps;
+        if (j < p.capacity || j >= end) continue;
+        *reinterpret_cast<RawValue<E>*>(rope.v_cache + new_key_offset(j) + lane * E) = v_raw[t];
+      }
+    }
+  };
+  resolve(begin + walker * kChunk);
+  load(begin + walker * kChunk, Keys::kCached);
+  // With rope (one new token per row, head_dim 128: attention_decode_rope_supported), the
+  // angles of the row's position, before the wait too (positions and inv_freq come from the host).
+  const bool roped = kPieces == 2 && rope.positions != nullptr;
+  if (roped) {
+    if (tid < kHalf) {
+      rope_angle<bf16>(static_cast<float>(rope.positions[b]), rope.inv_freq[tid], s_cos[tid],
+                       s_sin[tid]);
+    }
+    __syncthreads();
+  }
+  device::wait_for_prior_kernels();
+
+  // The queries as floats in s_q, 8 elements at a time; with rope, 8 pairs (d, d + D / 2).
+  auto store_q = [&](int r, int d, const float(&f)[8]) {
     *reinterpret_cast<float4*>(&s_q[r][d]) = make_float4(f[0], f[1], f[2], f[3]);
     *reinterpret_cast<float4*>(&s_q[r][d + 4]) = make_float4(f[4], f[5], f[6], f[7]);
+  };
+  auto q_row = [&](int r) {
+    const int64_t tq = r / group, h = kvh * group + r % group;
+    return p.q + ((b * p.new_tokens + tq) * p.num_heads + h) * D;
+  };
+  if (roped) {
+    for (int i = tid; i < rows * kHalf / 8; i += kThreads) {
+      const int r = i / (kHalf / 8), d = (i % (kHalf / 8)) * 8;
+      float lo[8], hi[8];
+      to_floats<8>(*reinterpret_cast<const uint4*>(q_row(r) + d), lo);
+      to_floats<8>(*reinterpret_cast<const uint4*>(q_row(r) + d + kHalf), hi);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) rotate_values<bf16>(lo[e], hi[e], s_cos[d + e], s_sin[d + e]);
+      store_q(r, d, lo);
+      store_q(r, d + kHalf, hi);
+    }
+  } else {
+    for (int i = tid; i < rows * D / 8; i += kThreads) {
+      const int r = i / (D / 8), d = (i % (D / 8)) * 8;
+      float f[8];
+      to_floats<8>(*reinterpret_cast<const uint4*>(q_row(r) + d), f);
+      store_q(r, d, f);
+    }
   }
   if (tid < W * R) {
     (&s_max[0][0])[tid] = -INFINITY;
@@ -179,37 +319,15 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32)
   }
   __syncthreads();
 
-  const int64_t begin = split * keys_per_split;
-  const int64_t end = std::min(begin + keys_per_split, p.capacity + p.new_tokens);
   for (int64_t pair = begin; pair < end; pair += W * kChunk) {  // the same steps in every walker
     const int64_t j0 = pair + walker * kChunk;
-    // Lane l resolves key j0 + l (every slot of the pool is a valid address; empty slots are
-    // masked, and their values, which may hold anything, are never used).
-    const bf16* key_src = p.k_cache;
-    const bf16* value_src = p.v_cache;
-    int64_t seq = -1;
-    if (j0 + lane < end) seq = key_at(p, b, kvh, j0 + lane, &key_src, &value_src);
-    // Every load of the chunk first: keys key_group + 16 u (score phase), values walker_warp + 4 t
-    // (value phase).
-    uint4 k_raw[kScoreRounds][kPieces];
-#pragma unroll
-    for (int u = 0; u < kScoreRounds; ++u) {
-      const int key = key_group + u * kKeysAtOnce;
-      const bf16* src = shfl_pointer(key_src, key);
-#pragma unroll
-      for (int i = 0; i < kPieces; ++i) {
-        k_raw[u][i] = j0 + key < end
-                          ? *reinterpret_cast<const uint4*>(src + i * kPieceStride + group_lane * 8)
-                          : make_uint4(0, 0, 0, 0);
-      }
+    if (pair != begin) {
+      resolve(j0);
+      load(j0, Keys::kAll);
+    } else if (j0 + kChunk > p.capacity) {
+      load(j0, Keys::kNew);  // the first chunk's cached keys were loaded before the wait
     }
-    RawValue<E> v_raw[kValueKeys];
-#pragma unroll
-    for (int t = 0; t < kValueKeys; ++t) {
-      const int key = walker_warp + t * kWalkerWarps;
-      const bf16* src = shfl_pointer(value_src, key);
-      if (j0 + key < end) v_raw[t] = *reinterpret_cast<const RawValue<E>*>(src + lane * E);
-    }
+    if (roped && j0 + kChunk > p.capacity) rope_and_store_new_keys(j0);
     const unsigned live = __ballot_sync(kFullMask, seq >= 0);
     int64_t k_seq[kScoreRounds];
 #pragma unroll
@@ -452,14 +570,14 @@ Plan plan_decode(const KernelContext& ctx, const AttentionParams& p) {
 }
 
 template <int D, int R, int W>
-void launch_decode(KernelContext& ctx, const AttentionParams& p, const Plan& plan, float* part_acc,
-                   float* part_ml) {
+void launch_decode(KernelContext& ctx, const AttentionParams& p, const DecodeRope& rope,
+                   const Plan& plan, float* part_acc, float* part_ml) {
   const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(p.batch));
   const unsigned cluster = plan.merge_in_kernel ? static_cast<unsigned>(plan.splits) : 1;
   launch_kernel_in_clusters(ctx, cluster, attention_decode_kernel<D, R, W>, grid,
-                            W * kWalkerWarps * 32, 0, p, p.scale * kLog2e, plan.keys_per_split,
-                            plan.merge_in_kernel, part_acc, part_ml);
+                            W * kWalkerWarps * 32, 0, p, rope, p.scale * kLog2e,
+                            plan.keys_per_split, plan.merge_in_kernel, part_acc, part_ml);
   MISTRAL_CUDA_CHECK_LAUNCH();
   if (!plan.merge_in_kernel) {
     const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
@@ -482,13 +600,8 @@ size_t scratch_bytes(const AttentionParams& p, const Plan& plan) {
   return static_cast<size_t>(partial_slots(p, plan) * (p.head_dim + 2)) * sizeof(float);
 }
 
-}  // namespace
-
-size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p) {
-  return scratch_bytes(p, plan_decode(ctx, p));
-}
-
-void attention_decode(KernelContext& ctx, const AttentionParams& p) {
+// attention_decode, with rope and the cache write folded in when rope.positions is set.
+void decode(KernelContext& ctx, const AttentionParams& p, const DecodeRope& rope) {
   check_attention_params(p);
   const int64_t rows = p.new_tokens * (p.num_heads / p.num_kv_heads);
   MISTRAL_CHECK(rows <= kMaxDecodeRows)
@@ -500,9 +613,35 @@ void attention_decode(KernelContext& ctx, const AttentionParams& p) {
   float* part_acc = static_cast<float*>(ctx.scratch());
   float* part_ml = part_acc + static_cast<size_t>(partial_slots(p, plan) * p.head_dim);
   with_shape(p, plan.walkers, [&](auto d, auto r, auto w) {
-    launch_decode<decltype(d)::value, decltype(r)::value, decltype(w)::value>(ctx, p, plan,
+    launch_decode<decltype(d)::value, decltype(r)::value, decltype(w)::value>(ctx, p, rope, plan,
                                                                               part_acc, part_ml);
   });
+}
+
+}  // namespace
+
+size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p) {
+  return scratch_bytes(p, plan_decode(ctx, p));
+}
+
+void attention_decode(KernelContext& ctx, const AttentionParams& p) { decode(ctx, p, {}); }
+
+bool attention_decode_rope_supported(const AttentionParams& p) {
+  return p.new_tokens == 1 && p.head_dim == 128 && p.num_kv_heads > 0 &&
+         p.num_heads % p.num_kv_heads == 0 && p.num_heads / p.num_kv_heads <= kMaxDecodeRows &&
+         p.capacity > 0;
+}
+
+void attention_decode_rope_store(KernelContext& ctx, const AttentionParams& p,
+                                 const DecodeRope& r) {
+  MISTRAL_CHECK(attention_decode_rope_supported(p))
+      << "attention_decode_rope_store takes one new token per row and head_dim 128 (got T="
+      << p.new_tokens << ", head_dim=" << p.head_dim << ")";
+  MISTRAL_CHECK(r.positions != nullptr && r.inv_freq != nullptr && r.k_cache == p.k_cache &&
+                r.v_cache == p.v_cache)
+      << "attention_decode_rope_store: positions, inv_freq and the cache (as in p) are needed";
+  check_cache_blocks(p.block_table, p.block_size, p.blocks_per_row, p.capacity);
+  decode(ctx, p, r);
 }
 
 }  // namespace mistral::cuda

@@ -299,36 +299,29 @@ class CudaBackend final : public Backend {
                             act(h));
   }
   void attention(const AttentionArgs& a) override {
-    MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
-        << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
-    AttentionParams p;
-    p.batch = a.batch;
-    p.new_tokens = a.new_tokens;
-    p.num_heads = a.num_heads;
-    p.num_kv_heads = a.num_kv_heads;
-    p.head_dim = a.head_dim;
-    p.first_seq_index = a.first_seq_index;
-    p.first_seq_index_device = a.first_seq_index_device;
-    p.sliding_window = a.sliding_window;
-    p.scale = a.scale;
-    p.q = act(a.q);
-    p.k = act(a.k);
-    p.v = act(a.v);
-    p.new_valid = a.new_valid;
-    p.capacity = a.capacity;
-    p.block_size = a.blocks.block_size;
-    p.blocks_per_row = a.blocks.blocks_per_row;
-    p.block_table = a.blocks.table;
-    p.k_cache = act(a.k_cache);
-    p.v_cache = act(a.v_cache);
-    p.slot_seq_index = a.slot_seq_index;
-    p.slot_valid = a.slot_valid;
-    p.out = act(a.out);
-    if ((p.head_dim == 64 || p.head_dim == 128) &&
-        p.new_tokens * (p.num_heads / p.num_kv_heads) <= kMaxDecodeRows) {
-      reserve(attention_decode_scratch_bytes(*ctx_, p));
-    }
+    const AttentionParams p = attention_params(a);
+    reserve_decode_scratch(p);
     cuda::attention(*ctx_, p);
+  }
+  void rope_store_attention(void* q, void* k, const int64_t* positions, double theta,
+                            const KvWriteArgs& store, const AttentionArgs& a) override {
+    const bool same_buffers = a.q == q && a.k == k && store.k == k && store.v == a.v &&
+                              store.k_cache == a.k_cache && store.v_cache == a.v_cache &&
+                              store.cache_dtype == a.cache_dtype;
+    if (!fuse_enabled_ || !rope_in_attention_ || !same_buffers) {
+      return Backend::rope_store_attention(q, k, positions, theta, store, a);
+    }
+    const AttentionParams p = attention_params(a);
+    if (!attention_decode_rope_supported(p)) {
+      return Backend::rope_store_attention(q, k, positions, theta, store, a);
+    }
+    reserve_decode_scratch(p);
+    DecodeRope r;
+    r.positions = positions;
+    r.inv_freq = inv_freq(p.head_dim, theta);
+    r.k_cache = act(store.k_cache);
+    r.v_cache = act(store.v_cache);
+    cuda::attention_decode_rope_store(*ctx_, p, r);
   }
   void store_kv(const KvWriteArgs& a) override { cuda::store_kv(*ctx_, kv_store_params(a)); }
   void rope_qk_store_kv(void* q, void* k, int64_t tokens, int64_t heads, int64_t kv_heads,
@@ -445,6 +438,44 @@ class CudaBackend final : public Backend {
   void reserve_gemv_scratch(const DeviceWeight& w, int64_t m) {
     if (m <= kMaxGemvRows) reserve(gemv_scratch_bytes(*ctx_, w));
   }
+  // The kernels' view of attention's arguments (bf16 caches only).
+  static AttentionParams attention_params(const AttentionArgs& a) {
+    MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
+        << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
+    AttentionParams p;
+    p.batch = a.batch;
+    p.new_tokens = a.new_tokens;
+    p.num_heads = a.num_heads;
+    p.num_kv_heads = a.num_kv_heads;
+    p.head_dim = a.head_dim;
+    p.first_seq_index = a.first_seq_index;
+    p.first_seq_index_device = a.first_seq_index_device;
+    p.sliding_window = a.sliding_window;
+    p.scale = a.scale;
+    p.q = act(a.q);
+    p.k = act(a.k);
+    p.v = act(a.v);
+    p.new_valid = a.new_valid;
+    p.capacity = a.capacity;
+    p.block_size = a.blocks.block_size;
+    p.blocks_per_row = a.blocks.blocks_per_row;
+    p.block_table = a.blocks.table;
+    p.k_cache = act(a.k_cache);
+    p.v_cache = act(a.v_cache);
+    p.slot_seq_index = a.slot_seq_index;
+    p.slot_valid = a.slot_valid;
+    p.out = act(a.out);
+    return p;
+  }
+  // The scratch decode attention needs for these parameters, when it is the kernel cuda::attention
+  // takes for them.
+  void reserve_decode_scratch(const AttentionParams& p) {
+    if ((p.head_dim == 64 || p.head_dim == 128) &&
+        p.new_tokens * (p.num_heads / p.num_kv_heads) <= kMaxDecodeRows) {
+      reserve(attention_decode_scratch_bytes(*ctx_, p));
+    }
+  }
+
   // inv_freq of rope, computed once per (head_dim, theta) as the CPU computes it.
   const float* inv_freq(int64_t head_dim, double theta) {
     auto key = std::make_pair(head_dim, theta);
@@ -477,6 +508,9 @@ class CudaBackend final : public Backend {
   // MISTRAL_CUDA_FUSE=0: rope_qk, add_rmsnorm and fused_matmul run as their separate ops, and
   // one-row quantized matmuls quantize x in a kernel of its own (for comparisons).
   bool fuse_enabled_ = env_enabled("MISTRAL_CUDA_FUSE");
+  // Rope and the cache write inside decode attention (rope_store_attention); MISTRAL_ATTN_ROPE=0
+  // keeps them in rope_qk_store_kv's kernel, for comparisons.
+  bool rope_in_attention_ = env_enabled("MISTRAL_ATTN_ROPE");
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<KernelContext> ctx_;
   std::map<std::pair<int64_t, double>, DeviceBuffer> inv_freq_;

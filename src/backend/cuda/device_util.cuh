@@ -73,6 +73,22 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ __nv_bfloat162 as_bf162(uint32_t v) {
   return *reinterpret_cast<const __nv_bfloat162*>(&v);
 }
+
+// 8 bf16 (16 bytes, the first in the low half of .x) and 8 floats: exact one way, rounded to
+// nearest even the other.
+__device__ __forceinline__ void unpack_bf16x8(uint4 raw, float (&f)[8]) {
+  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 pair = __bfloat1622float2(as_bf162(words[i]));
+    f[2 * i] = pair.x;
+    f[2 * i + 1] = pair.y;
+  }
+}
+__device__ __forceinline__ uint4 pack_bf16x8(const float (&f)[8]) {
+  return make_uint4(pack_bf16x2(f[0], f[1]), pack_bf16x2(f[2], f[3]), pack_bf16x2(f[4], f[5]),
+                    pack_bf16x2(f[6], f[7]));
+}
 __device__ __forceinline__ uint32_t as_u32(__nv_bfloat162 v) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
@@ -134,21 +150,36 @@ __device__ __forceinline__ float round_to(float v) {
   return to_float<T>(from_float<T>(v));
 }
 
-// Rotates the pair (i, i + half) of one head's vector v in place at position pos with rotate_half
-// rotary embeddings. Products and sums are rounded one by one to T (no fused multiply-add), as
-// torch's separate bf16 ops round them.
+// rotate_half rotary embeddings on one pair (a, b) = (v_i, v_{i + half}) held as floats, with
+// c and s the cos and sin of the pair's angle already rounded to T: the rotated pair, each value
+// rounded to T. Products and sums are rounded one by one to T (no fused multiply-add), as torch's
+// separate bf16 ops round them.
+template <typename T>
+__device__ __forceinline__ void rotate_values(float& a, float& b, float c, float s) {
+  const float ac = round_to<T>(__fmul_rn(a, c)), bs = round_to<T>(__fmul_rn(b, s));
+  const float bc = round_to<T>(__fmul_rn(b, c)), as = round_to<T>(__fmul_rn(a, s));
+  a = round_to<T>(__fsub_rn(ac, bs));
+  b = round_to<T>(__fadd_rn(bc, as));
+}
+
+// cos and sin of rope's angle for pair i at position pos, rounded to T (rotate_values' c, s).
+template <typename T>
+__device__ __forceinline__ void rope_angle(float pos, float inv_freq_i, float& c, float& s) {
+  sincosf(__fmul_rn(pos, inv_freq_i), &s, &c);
+  c = round_to<T>(c);
+  s = round_to<T>(s);
+}
+
+// Rotates the pair (i, i + half) of one head's vector v in place at position pos (rotate_values).
 template <typename T>
 __device__ __forceinline__ void rotate_pair(T* v, int64_t i, int64_t half, float pos,
                                             const float* __restrict__ inv_freq) {
-  float s, c;
-  sincosf(__fmul_rn(pos, inv_freq[i]), &s, &c);
-  c = round_to<T>(c);
-  s = round_to<T>(s);
-  const float a = to_float(v[i]), b = to_float(v[i + half]);
-  const float ac = round_to<T>(__fmul_rn(a, c)), bs = round_to<T>(__fmul_rn(b, s));
-  const float bc = round_to<T>(__fmul_rn(b, c)), as = round_to<T>(__fmul_rn(a, s));
-  v[i] = from_float<T>(__fsub_rn(ac, bs));
-  v[i + half] = from_float<T>(__fadd_rn(bc, as));
+  float c, s;
+  rope_angle<T>(pos, inv_freq[i], c, s);
+  float a = to_float(v[i]), b = to_float(v[i + half]);
+  rotate_values<T>(a, b, c, s);
+  v[i] = from_float<T>(a);
+  v[i + half] = from_float<T>(b);
 }
 
 }  // namespace mistral::cuda::device

@@ -186,12 +186,10 @@ __global__ void embed_kernel(const bf16* __restrict__ table, int64_t vocab, int6
       if constexpr (V == 8 && std::is_same_v<T, bf16>) {
         *reinterpret_cast<uint4*>(dst) = p[u];
       } else if constexpr (V == 8) {
-        *reinterpret_cast<float4*>(dst) =
-            make_float4(__bfloat162float(e[0]), __bfloat162float(e[1]), __bfloat162float(e[2]),
-                        __bfloat162float(e[3]));
-        *reinterpret_cast<float4*>(dst + 4) =
-            make_float4(__bfloat162float(e[4]), __bfloat162float(e[5]), __bfloat162float(e[6]),
-                        __bfloat162float(e[7]));
+        float f[8];
+        unpack_bf16x8(p[u], f);
+        *reinterpret_cast<float4*>(dst) = make_float4(f[0], f[1], f[2], f[3]);
+        *reinterpret_cast<float4*>(dst + 4) = make_float4(f[4], f[5], f[6], f[7]);
       } else {
         dst[0] = from_float<T>(__bfloat162float(e[0]));
       }

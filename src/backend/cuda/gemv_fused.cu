@@ -93,13 +93,9 @@ __device__ __forceinline__ void load_norm_ahead(const FusedArgs& a, uint4 (&ahea
   }
 }
 
-__device__ __forceinline__ void to_chunk(uint4 raw, float (&f)[kChunk]) {
-  const bf16* e = reinterpret_cast<const bf16*>(&raw);
-#pragma unroll
-  for (int j = 0; j < kChunk; ++j) f[j] = __bfloat162float(e[j]);
-}
+static_assert(kChunk == 8, "a chunk of x is one unpack_bf16x8");
 __device__ __forceinline__ void load_chunk(const bf16* p, float (&f)[kChunk]) {
-  to_chunk(*reinterpret_cast<const uint4*>(p), f);
+  unpack_bf16x8(*reinterpret_cast<const uint4*>(p), f);
 }
 
 // The prologue (see the top of the file); ends with the block synchronized when it wrote
@@ -141,7 +137,7 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
     load_chunk(a.x + c * kChunk, f);
     if constexpr (kNorm) {
       float w[kChunk];
-      to_chunk(norm_raw(c, step), w);
+      unpack_bf16x8(norm_raw(c, step), w);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) f[j] = round_to<bf16>(w[j] * round_to<bf16>(f[j] * inv));
     }
@@ -151,12 +147,7 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
       for (int c = tid, step = 0; c < chunks; c += kThreads, ++step) {
         float f[kChunk];
         value_chunk(c, step, f);
-        uint4 packed;
-        packed.x = pack_bf16x2(f[0], f[1]);
-        packed.y = pack_bf16x2(f[2], f[3]);
-        packed.z = pack_bf16x2(f[4], f[5]);
-        packed.w = pack_bf16x2(f[6], f[7]);
-        reinterpret_cast<uint4*>(smem)[c] = packed;
+        reinterpret_cast<uint4*>(smem)[c] = pack_bf16x8(f);
       }
       __syncthreads();
     }

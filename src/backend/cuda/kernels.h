@@ -212,6 +212,19 @@ void attention_prefill(KernelContext& ctx, const AttentionParams& p);
 inline constexpr int64_t kMaxDecodeRows = 16;
 void attention_decode(KernelContext& ctx, const AttentionParams& p);
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p);
+// Rope and the cache write folded into decode attention, for one new token per row: p.q and p.k
+// hold q and k before rope. Gives the bits of rope_qk_store_kv (p's cache, these positions) then
+// attention_decode: the same output, and the rotated new keys and their values in the cache;
+// q and k in memory are left as they were. Needs attention_decode_rope_supported(p), and the
+// scratch of attention_decode.
+struct DecodeRope {
+  const int64_t* positions = nullptr;  // [B] rope position of each row's new token
+  const float* inv_freq = nullptr;     // [head_dim / 2]
+  bf16* k_cache = nullptr;             // p.k_cache and p.v_cache, to write the new token into
+  bf16* v_cache = nullptr;
+};
+bool attention_decode_rope_supported(const AttentionParams& p);
+void attention_decode_rope_store(KernelContext& ctx, const AttentionParams& p, const DecodeRope& r);
 
 // ---------------------------------------------------------------- KV cache writes
 
