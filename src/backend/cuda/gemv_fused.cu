@@ -74,7 +74,7 @@ struct FusedArgs {
 };
 
 // Shared memory: the normed x for bf16 weights ([k] bf16), or, for quantized weights, xq [k]
-// int8, then dx [k / 32] float and the group sums [k / 32] int.
+// int8 (int4: in two planes, xq_slot), then dx [k / 32] float and the group sums [k / 32] int.
 size_t shared_bytes(WeightFormat f, bool norm, int64_t k) {
   if (f == WeightFormat::kBF16) return norm ? static_cast<size_t>(k) * sizeof(bf16) : 0;
   return static_cast<size_t>(k) + static_cast<size_t>(k / kQuantGroup) * 8;
@@ -96,6 +96,22 @@ __device__ __forceinline__ void load_norm_ahead(const FusedArgs& a, uint4 (&ahea
 static_assert(kChunk == 8, "a chunk of x is one unpack_bf16x8");
 __device__ __forceinline__ void load_chunk(const bf16* p, float (&f)[kChunk]) {
   unpack_bf16x8(*reinterpret_cast<const uint4*>(p), f);
+}
+
+// Where chunk c of xq (8 bytes) goes, in 8-byte slots. int8: in order, so a lane's 16-byte
+// piece of W meets xq 16-byte piece c. int4: a piece (one group of 32) takes the group's low 16
+// bytes against its low nibbles and the high 16 against its high ones, so the two halves go to
+// two planes of k / 2 bytes: lane l then reads 16-byte piece c of each, adjacent to lane l + 1's.
+// (In order, each lane read 32 bytes at a 32-byte stride: two-way bank conflicts, 16 shared
+// memory wavefronts per warp and piece instead of 8.)
+template <WeightFormat F>
+__device__ __forceinline__ int xq_slot(int c, int k) {
+  if constexpr (F == WeightFormat::kInt4) {
+    const int group = c / 4, part = c % 4;
+    return (part / 2) * (k / 16) + group * 2 + part % 2;
+  } else {
+    return c;
+  }
 }
 
 // The prologue (see the top of the file); ends with the block synchronized when it wrote
@@ -182,7 +198,7 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
         sum += __shfl_xor_sync(kFullMask, sum, 1);
         sum += __shfl_xor_sync(kFullMask, sum, 2);
         if (live) {
-          reinterpret_cast<uint2*>(xq)[c] = make_uint2(word[0], word[1]);
+          reinterpret_cast<uint2*>(xq)[xq_slot<F>(c, a.k)] = make_uint2(word[0], word[1]);
           if (c % 4 == 0) {
             dx[c / 4] = x_group_scale(amax);
             xsum[c / 4] = sum;
@@ -279,7 +295,7 @@ __global__ void __launch_bounds__(kW * 32)
           } else {
             uint4 lo, hi;
             split_nibbles(wv[i], lo, hi);
-            isum = dot16(hi, xs[2 * c + 1], dot16(lo, xs[2 * c], 0)) - 8 * xsum[g];
+            isum = dot16(hi, xs[k_groups + c], dot16(lo, xs[c], 0)) - 8 * xsum[g];
           }
           acc = fmaf(float(isum), __half2float(sv[i]) * dx[g], acc);
         }
