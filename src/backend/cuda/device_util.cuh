@@ -16,7 +16,9 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // so it must call wait_for_prior_kernels() before it reads anything an earlier kernel wrote and
 // before it writes anything, and every thread must call it (also one that exits early: a kernel
 // completes only after its wait, which keeps the chain of completions in stream order). What it
-// does before the wait may only read memory no kernel in the stream writes (weights).
+// does before the wait may only read memory no kernel in the stream writes (weights), or, as
+// decode attention does with the cache and its tables, memory whose concurrent writes it
+// provably never uses (attention_decode.cu says why).
 // allow_next_kernel() lets the next kernel's blocks be scheduled (they wait in turn); called
 // first thing, since the next kernel waits for this one's completion anyway.
 __device__ __forceinline__ void wait_for_prior_kernels() {
