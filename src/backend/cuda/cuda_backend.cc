@@ -305,9 +305,14 @@ class CudaBackend final : public Backend {
   }
   void rope_store_attention(void* q, void* k, const int64_t* positions, double theta,
                             const KvWriteArgs& store, const AttentionArgs& a) override {
+    // The kernel writes the new token where attention's own cache layout puts it.
     const bool same_buffers = a.q == q && a.k == k && store.k == k && store.v == a.v &&
                               store.k_cache == a.k_cache && store.v_cache == a.v_cache &&
-                              store.cache_dtype == a.cache_dtype;
+                              store.cache_dtype == a.cache_dtype && store.capacity == a.capacity &&
+                              store.blocks.table == a.blocks.table &&
+                              store.blocks.block_size == a.blocks.block_size &&
+                              store.first_seq_index == a.first_seq_index &&
+                              store.first_seq_index_device == a.first_seq_index_device;
     if (!fuse_enabled_ || !rope_in_attention_ || !same_buffers) {
       return Backend::rope_store_attention(q, k, positions, theta, store, a);
     }
