@@ -61,11 +61,14 @@ DeviceWeight device_weight(const Tensor& w) {
   return d;
 }
 
-// The kernels' view of a cache write (bf16 caches only).
-KvStoreParams kv_store_params(const KvWriteArgs& a) {
+// What the kernels' views of a cache write and of attention share, from KvWriteArgs or
+// AttentionArgs (bf16 caches only): the shapes, the cache and its layout, the sequence index, and
+// the new keys and values.
+template <typename Params, typename Args>
+Params cache_params(const Args& a) {
   MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
       << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
-  KvStoreParams p;
+  Params p;
   p.batch = a.batch;
   p.new_tokens = a.new_tokens;
   p.num_kv_heads = a.num_kv_heads;
@@ -80,6 +83,21 @@ KvStoreParams kv_store_params(const KvWriteArgs& a) {
   p.v = act(a.v);
   p.k_cache = act(a.k_cache);
   p.v_cache = act(a.v_cache);
+  return p;
+}
+
+KvStoreParams kv_store_params(const KvWriteArgs& a) { return cache_params<KvStoreParams>(a); }
+
+AttentionParams attention_params(const AttentionArgs& a) {
+  AttentionParams p = cache_params<AttentionParams>(a);
+  p.num_heads = a.num_heads;
+  p.sliding_window = a.sliding_window;
+  p.scale = a.scale;
+  p.q = act(a.q);
+  p.new_valid = a.new_valid;
+  p.slot_seq_index = a.slot_seq_index;
+  p.slot_valid = a.slot_valid;
+  p.out = act(a.out);
   return p;
 }
 
@@ -442,35 +460,6 @@ class CudaBackend final : public Backend {
   }
   void reserve_gemv_scratch(const DeviceWeight& w, int64_t m) {
     if (m <= kMaxGemvRows) reserve(gemv_scratch_bytes(*ctx_, w));
-  }
-  // The kernels' view of attention's arguments (bf16 caches only).
-  static AttentionParams attention_params(const AttentionArgs& a) {
-    MISTRAL_CHECK(a.cache_dtype == DType::kBF16)
-        << "cuda backend: the kv cache must be bf16, got " << dtype_name(a.cache_dtype);
-    AttentionParams p;
-    p.batch = a.batch;
-    p.new_tokens = a.new_tokens;
-    p.num_heads = a.num_heads;
-    p.num_kv_heads = a.num_kv_heads;
-    p.head_dim = a.head_dim;
-    p.first_seq_index = a.first_seq_index;
-    p.first_seq_index_device = a.first_seq_index_device;
-    p.sliding_window = a.sliding_window;
-    p.scale = a.scale;
-    p.q = act(a.q);
-    p.k = act(a.k);
-    p.v = act(a.v);
-    p.new_valid = a.new_valid;
-    p.capacity = a.capacity;
-    p.block_size = a.blocks.block_size;
-    p.blocks_per_row = a.blocks.blocks_per_row;
-    p.block_table = a.blocks.table;
-    p.k_cache = act(a.k_cache);
-    p.v_cache = act(a.v_cache);
-    p.slot_seq_index = a.slot_seq_index;
-    p.slot_valid = a.slot_valid;
-    p.out = act(a.out);
-    return p;
   }
   // The scratch decode attention needs for these parameters, when it is the kernel cuda::attention
   // takes for them.
