@@ -29,6 +29,16 @@ __device__ __forceinline__ int64_t cache_position(const int32_t* block_table, in
   return static_cast<int64_t>(block) * block_size + (slot - logical * size);
 }
 
+// Position in the cache pool where row b's new token t goes (kernels.h's KvStoreParams): its ring
+// slot (first_seq_index + t) % capacity, through the block table when paged.
+__device__ __forceinline__ int64_t new_token_position(const int32_t* block_table,
+                                                      int64_t block_size, int64_t blocks_per_row,
+                                                      int64_t capacity, int64_t b,
+                                                      int64_t first_seq_index, int64_t t) {
+  return cache_position(block_table, block_size, blocks_per_row, capacity, b,
+                        (first_seq_index + t) % capacity);
+}
+
 // Sequence index of virtual key j of batch row b, or -1 if it is empty or padding; *src is the
 // start of its key (and, with v_src, value) vector for kv head kvh. The table load does not wait
 // for the slot's validity (every table entry is a block of the pool), so it overlaps the slot

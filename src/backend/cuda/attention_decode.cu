@@ -232,11 +232,9 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   // group_lane * 8 + e and that + D / 2), then written with their values to the token's cache slot,
   // as rope_qk_store_kv writes them. Each new key is in one walker's chunk of one block.
   auto new_key_offset = [&](int64_t j) {
-    const int64_t slot = (p.first_seq_index + (j - p.capacity)) % p.capacity;
-    return (cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b, slot) *
-                p.num_kv_heads +
-            kvh) *
-           D;
+    const int64_t pos = new_token_position(p.block_table, p.block_size, p.blocks_per_row,
+                                           p.capacity, b, p.first_seq_index, j - p.capacity);
+    return (pos * p.num_kv_heads + kvh) * D;
   };
   auto rope_and_store_new_keys = [&](int64_t j0) {
     if constexpr (kPieces == 2) {

@@ -20,9 +20,8 @@ __device__ __forceinline__ int64_t store_offset(const KvStoreParams& p, int64_t 
                                                 int64_t kv_dim) {
   const int64_t first_seq_index =
       p.first_seq_index_device != nullptr ? *p.first_seq_index_device : p.first_seq_index;
-  const int64_t slot = (first_seq_index + t) % p.capacity;
-  return device::cache_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b,
-                                slot) *
+  return device::new_token_position(p.block_table, p.block_size, p.blocks_per_row, p.capacity, b,
+                                    first_seq_index, t) *
          kv_dim;
 }
 
