@@ -234,11 +234,15 @@ void attention_prefill(KernelContext& ctx, const AttentionParams& p) {
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
+bool uses_decode_attention(const AttentionParams& p) {
+  return (p.head_dim == 64 || p.head_dim == 128) &&
+         p.new_tokens * (p.num_heads / std::max<int64_t>(1, p.num_kv_heads)) <= kMaxDecodeRows;
+}
+
 void attention(KernelContext& ctx, const AttentionParams& p) {
   if (p.head_dim != 64 && p.head_dim != 128) {
     attention_generic(ctx, p);
-  } else if (p.new_tokens * (p.num_heads / std::max<int64_t>(1, p.num_kv_heads)) <=
-             kMaxDecodeRows) {
+  } else if (uses_decode_attention(p)) {
     attention_decode(ctx, p);
   } else {
     attention_prefill(ctx, p);

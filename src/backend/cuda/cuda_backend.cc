@@ -464,10 +464,7 @@ class CudaBackend final : public Backend {
   // The scratch decode attention needs for these parameters, when it is the kernel cuda::attention
   // takes for them.
   void reserve_decode_scratch(const AttentionParams& p) {
-    if ((p.head_dim == 64 || p.head_dim == 128) &&
-        p.new_tokens * (p.num_heads / p.num_kv_heads) <= kMaxDecodeRows) {
-      reserve(attention_decode_scratch_bytes(*ctx_, p));
-    }
+    if (uses_decode_attention(p)) reserve(attention_decode_scratch_bytes(*ctx_, p));
   }
 
   // inv_freq of rope, computed once per (head_dim, theta) as the CPU computes it.

@@ -199,6 +199,8 @@ struct AttentionParams {
 // Chooses decode (new_tokens * group <= kMaxDecodeRows) or prefill, or attention_generic for a
 // head_dim other than 64 and 128.
 void attention(KernelContext& ctx, const AttentionParams& p);
+// Whether attention(ctx, p) takes attention_decode (and so needs its scratch).
+bool uses_decode_attention(const AttentionParams& p);
 // One warp per query, float32 online softmax, any head_dim up to 256 (slow; for small models).
 void attention_generic(KernelContext& ctx, const AttentionParams& p);
 // Flash attention (FlashAttention-2 scheme) on tensor cores: 64 query rows per block against
