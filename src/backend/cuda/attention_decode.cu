@@ -136,6 +136,17 @@ __device__ __forceinline__ void cluster_barrier(bool clustered) {
   __syncthreads();
 }
 
+// The merged output of query row r (of the kv head's T x group rows) at element d: the parts'
+// factor-weighted sum a over their total weight l, or 0 for a row that saw no key.
+template <int D>
+__device__ __forceinline__ void store_output(const AttentionParams& p, int64_t b, int64_t kvh,
+                                             int r, int d, float a, float l) {
+  const int64_t group = p.num_heads / p.num_kv_heads;
+  const int64_t tq = r / group, h = kvh * group + r % group;
+  p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
+      __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
+}
+
 // Blocks per SM the register budget must allow: two for the 7B shape's two walkers (rows <= 4),
 // at most 128 registers a thread, so an SM that runs one can also take a block of the GEMV after
 // it (the first loads before the first chunk's wait took the kernel from 128 to 157 registers).
@@ -454,10 +465,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
       a = fmaf(*cluster_shared(&s_acc[(part % W) * kWalkerWarps][r][d], part / W, clustered),
                s_factor[r][part], a);
     }
-    const float l = s_total[r];
-    const int64_t tq = r / group, h = kvh * group + r % group;
-    p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
-        __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
+    store_output<D>(p, b, kvh, r, d, a, s_total[r]);
   }
   cluster_barrier(clustered);  // no block leaves while another may still read its shared memory
 }
@@ -483,10 +491,7 @@ __global__ void attention_merge_kernel(AttentionParams p, int parts, int rows,
       a += part_acc[slot * D + d] * f;
     }
   }
-  const int64_t group = p.num_heads / p.num_kv_heads;
-  const int64_t tq = r / group, h = kvh * group + r % group;
-  p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
-      __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
+  store_output<D>(p, b, kvh, r, d, a, l);
 }
 
 // The most blocks a cluster of attention_decode_kernel<D, R, W> may have here (1 before sm_90,
