@@ -136,12 +136,18 @@ __device__ __forceinline__ void cluster_barrier(bool clustered) {
   __syncthreads();
 }
 
+// Query heads per kv head (<= kMaxDecodeRows), in 32 bits: the kernels divide row indices by it,
+// and a 64-bit division is a ~70-instruction routine where a 32-bit one is a few.
+__device__ __forceinline__ int query_group(const AttentionParams& p) {
+  return static_cast<int>(p.num_heads) / static_cast<int>(p.num_kv_heads);
+}
+
 // The merged output of query row r (of the kv head's T x group rows) at element d: the parts'
 // factor-weighted sum a over their total weight l, or 0 for a row that saw no key.
 template <int D>
 __device__ __forceinline__ void store_output(const AttentionParams& p, int64_t b, int64_t kvh,
                                              int r, int d, float a, float l) {
-  const int64_t group = p.num_heads / p.num_kv_heads;
+  const int group = query_group(p);
   const int64_t tq = r / group, h = kvh * group + r % group;
   p.out[((b * p.new_tokens + tq) * p.num_heads + h) * D + d] =
       __float2bfloat16_rn(l > 0.0f ? a / l : 0.0f);
@@ -177,6 +183,8 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   __shared__ __align__(16) float s_acc[kWarps][R][D];
   __shared__ float s_factor[R][W * kMaxClusterBlocks], s_total[R];  // the in-kernel merge
   __shared__ float s_cos[D / 2], s_sin[D / 2];  // rope's angles at the row's position (rope)
+  __shared__ int64_t s_row_seq[R];              // each query row's sequence index (the mask's)
+  __shared__ int64_t s_new_key_offset;          // with rope: where the new key goes in the caches
 
   // Before the wait: the slot tables, block table, padding mask and sequence index (copied from
   // the host or written by an earlier forward call, whose kernels have all completed: a call
@@ -193,8 +201,8 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   const int walker = tid / (kWalkerWarps * 32), walker_warp = warp % kWalkerWarps;
   const int walker_tid = tid % (kWalkerWarps * 32);
   const int key_group = walker_tid / kGroupLanes, group_lane = walker_tid % kGroupLanes;
-  const int64_t group = p.num_heads / p.num_kv_heads;
-  const int rows = static_cast<int>(p.new_tokens * group);
+  const int group = query_group(p);
+  const int rows = static_cast<int>(p.new_tokens) * group;
   const int64_t begin = split * keys_per_split;
   const int64_t end = std::min(begin + keys_per_split, p.capacity + p.new_tokens);
 
@@ -242,11 +250,6 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   // registers, where the score phase holds both halves of each pair (pieces 0 and 1: elements
   // group_lane * 8 + e and that + D / 2), then written with their values to the token's cache slot,
   // as rope_qk_store_kv writes them. Each new key is in one walker's chunk of one block.
-  auto new_key_offset = [&](int64_t j) {
-    const int64_t pos = new_token_position(p.block_table, p.block_size, p.blocks_per_row,
-                                           p.capacity, b, p.first_seq_index, j - p.capacity);
-    return (pos * p.num_kv_heads + kvh) * D;
-  };
   auto rope_and_store_new_keys = [&](int64_t j0) {
     if constexpr (kPieces == 2) {
 #pragma unroll
@@ -262,7 +265,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
         }
         k_raw[u][0] = pack_bf16x8(lo);
         k_raw[u][1] = pack_bf16x8(hi);
-        bf16* dst = rope.k_cache + new_key_offset(j) + group_lane * 8;
+        bf16* dst = rope.k_cache + s_new_key_offset + group_lane * 8;
         *reinterpret_cast<uint4*>(dst) = k_raw[u][0];
         *reinterpret_cast<uint4*>(dst + kHalf) = k_raw[u][1];
       }
@@ -270,7 +273,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
       for (int t = 0; t < kValueKeys; ++t) {
         const int64_t j = j0 + walker_warp + t * kWalkerWarps;
         if (j < p.capacity || j >= end) continue;
-        *reinterpret_cast<RawValue<E>*>(rope.v_cache + new_key_offset(j) + lane * E) = v_raw[t];
+        *reinterpret_cast<RawValue<E>*>(rope.v_cache + s_new_key_offset + lane * E) = v_raw[t];
       }
     }
   };
@@ -278,14 +281,25 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   load(begin + walker * kChunk, Keys::kCached);
   // With rope (one new token per row, head_dim 128: attention_decode_rope_supported), the
   // angles of the row's position, before the wait too (positions and inv_freq come from the host).
+  // The new key's cache offset is computed once here: with rope there is one new token per row,
+  // so the one new key a chunk can hold is j = capacity (its ring slot is a 64-bit modulo, which
+  // in the key loop was inlined at every key a lane might store). The rows' sequence indices too.
   const bool roped = kPieces == 2 && rope.positions != nullptr;
   if (roped) {
     if (tid < kHalf) {
       rope_angle<bf16>(static_cast<float>(rope.positions[b]), rope.inv_freq[tid], s_cos[tid],
                        s_sin[tid]);
     }
-    __syncthreads();
+    if (tid == kThreads - 1) {
+      s_new_key_offset = (new_token_position(p.block_table, p.block_size, p.blocks_per_row,
+                                             p.capacity, b, p.first_seq_index, 0) *
+                              p.num_kv_heads +
+                          kvh) *
+                         D;
+    }
   }
+  if (tid < rows) s_row_seq[tid] = p.first_seq_index + tid / group;
+  __syncthreads();
   device::wait_for_prior_kernels();
 
   // The queries as floats in s_q, 8 elements at a time; with rope, 8 pairs (d, d + D / 2).
@@ -359,7 +373,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
         dot += __shfl_xor_sync(kFullMask, dot, 2);
         dot += __shfl_xor_sync(kFullMask, dot, 4);
         if (group_lane == r % kGroupLanes) {
-          const bool seen = visible(p.first_seq_index + r / group, k_seq[u], p.sliding_window);
+          const bool seen = visible(s_row_seq[r], k_seq[u], p.sliding_window);
           s_w[walker][r][key_group + u * kKeysAtOnce] = seen ? dot * scale_log2 : -INFINITY;
         }
       }
