@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -58,13 +59,33 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t select
   return r;
 }
 
-// 16 bytes that are read once: no L1 allocation, so L1 keeps what is reused (the activations).
+// The L2 policy for bytes read once per step (the weights): evict first, so what a step reads
+// again (the KV cache, its tables, the activations) stays in L2 while gigabytes of weights pass
+// through it. On sm_80 / sm_90 the policy travels in the load's memory descriptor (a uniform
+// register), not in a register of every thread.
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
+// 16 bytes that are read once: no L1 allocation, so L1 keeps what is reused (the activations),
+// and evicted first from L2 (evict_first_policy).
 __device__ __forceinline__ uint4 load_stream16(const void* p) {
   uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
+               : "l"(p), "l"(evict_first_policy()));
   return r;
+}
+
+// 2 bytes read once (a weight group's scale), with the same L2 policy.
+__device__ __forceinline__ __half load_stream_half(const __half* p) {
+  unsigned short bits;
+  asm volatile("ld.global.nc.L2::cache_hint.u16 %0, [%1], %2;\n"
+               : "=h"(bits)
+               : "l"(p), "l"(evict_first_policy()));
+  return __ushort_as_half(bits);
 }
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {

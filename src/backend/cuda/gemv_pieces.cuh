@@ -33,7 +33,7 @@ __device__ __forceinline__ void load_scales(const __half* row_scales, int pieces
 #pragma unroll
   for (int i = 0; i < L; ++i) {
     const int c = base + i * 32 + lane;
-    out[i] = c < pieces ? __ldg(row_scales + group_of(c)) : __half();
+    out[i] = c < pieces ? load_stream_half(row_scales + group_of(c)) : __half();
   }
 }
 
