@@ -61,8 +61,7 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t select
 
 // The L2 policy for bytes read once per step (the weights): evict first, so what a step reads
 // again (the KV cache, its tables, the activations) stays in L2 while gigabytes of weights pass
-// through it. On sm_80 / sm_90 the policy travels in the load's memory descriptor (a uniform
-// register), not in a register of every thread.
+// through it (sm_80 and later). Not volatile, so the compiler may compute it once per kernel.
 __device__ __forceinline__ uint64_t evict_first_policy() {
   uint64_t policy;
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
