@@ -135,6 +135,19 @@ __device__ __forceinline__ void cluster_barrier(bool clustered) {
 #endif
   __syncthreads();
 }
+// The cluster barrier at a kernel's end, when it only keeps the blocks' shared memory alive for
+// the others' reads: a relaxed arrive (the reads whose values were used are complete) does not
+// wait for this block's global stores, as the release of cluster_barrier does.
+__device__ __forceinline__ void cluster_exit_barrier(bool clustered) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (clustered) {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+    return;
+  }
+#endif
+  __syncthreads();
+}
 
 // Query heads per kv head (<= kMaxDecodeRows), in 32 bits: the kernels divide row indices by it,
 // and a 64-bit division is a ~70-instruction routine where a 32-bit one is a few.
@@ -481,7 +494,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     }
     store_output<D>(p, b, kvh, r, d, a, s_total[r]);
   }
-  cluster_barrier(clustered);  // no block leaves while another may still read its shared memory
+  cluster_exit_barrier(clustered);  // no block leaves while another may read its shared memory
 }
 
 // One block of D threads per (batch row, kv head, query row): merges the parts' partial sums.
