@@ -1,0 +1,145 @@
+// boundary_bench: what one kernel boundary costs in a chain of programmatic dependent launches
+// (sm_90), and whether a handoff through a counter costs less than griddepcontrol.wait.
+// Each kernel of a chain of 320: 2 blocks per SM x 512 threads (the decode GEMVs' grid), its first
+// weight loads issued before it waits, then all of x (16 KB, the kernel before it's output) read
+// and summed, `bytes` of a 2 GB buffer streamed, and its part of y written. Modes:
+//  - griddep.wait: griddepcontrol.wait before reading x;
+//  - counter spin: each block's thread 0 spins on a counter that every block of the kernel before
+//    it bumps (red.release.gpu) as it ends; griddepcontrol.wait at the end keeps completions in
+//    stream order.
+// Prints microseconds per kernel (best of 5 chains after one warm-up) and the stream's GB/s.
+// Built with the other benchmarks (-DMISTRAL_CUDA=ON -DMISTRAL_BUILD_BENCH=ON), for sm_90 only
+// (griddepcontrol); stage_device.sh carries it to the GPU machine.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#define CHECK(x)                                                   \
+  do {                                                             \
+    cudaError_t e = (x);                                           \
+    if (e != cudaSuccess) {                                        \
+      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e)); \
+      std::exit(1);                                                \
+    }                                                              \
+  } while (0)
+
+namespace {
+
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+template <bool kSpin>
+__global__ void __launch_bounds__(512) step(const float* x, float* y, const uint4* w, long pieces,
+                                            unsigned* counters, int index, unsigned prev_blocks) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const long per_block = pieces / gridDim.x;
+  const uint4* mine = w + per_block * blockIdx.x;
+  long i = threadIdx.x;
+  uint4 acc = i < per_block ? load_stream(mine + i) : make_uint4(0, 0, 0, 0);
+  if (!kSpin) {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+  } else if (index > 0) {
+    if (threadIdx.x == 0) {
+      unsigned seen;
+      do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];"
+                     : "=r"(seen)
+                     : "l"(counters + index - 1)
+                     : "memory");
+      } while (seen < prev_blocks);
+    }
+    __syncthreads();
+  }
+  __shared__ float partial[16];
+  float s = 0.f;
+  for (int j = threadIdx.x; j < 4096; j += 512) s += x[j];
+  for (i += 512; i < per_block; i += 512) {
+    const uint4 v = load_stream(mine + i);
+    acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
+  }
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(~0u, s, o);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x < 16) {
+    float t = partial[threadIdx.x];
+    for (int o = 8; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffu, t, o);
+    const int out = blockIdx.x * 16 + threadIdx.x;
+    const float bit = float((acc.x ^ acc.y ^ acc.z ^ acc.w) & 1u);
+    if (out < 4096) y[out] = t * 1e-9f + bit * 1e-20f + 1.0f;
+  }
+  if (kSpin) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + index) : "memory");
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+  }
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  const int blocks = 2 * prop.multiProcessorCount, chain = 320;
+  const size_t big = size_t{2} << 30;
+  uint4* w;
+  float *x, *y;
+  unsigned* counters;
+  CHECK(cudaMalloc(&w, big));
+  CHECK(cudaMemset(w, 1, big));
+  CHECK(cudaMalloc(&x, 4096 * sizeof(float)));
+  CHECK(cudaMalloc(&y, 4096 * sizeof(float)));
+  CHECK(cudaMemset(x, 0, 4096 * sizeof(float)));
+  CHECK(cudaMemset(y, 0, 4096 * sizeof(float)));
+  CHECK(cudaMalloc(&counters, chain * sizeof(unsigned)));
+  cudaStream_t stream;
+  CHECK(cudaStreamCreate(&stream));
+  cudaEvent_t start, stop;
+  CHECK(cudaEventCreate(&start));
+  CHECK(cudaEventCreate(&stop));
+  std::printf("%s, %d SMs, %d blocks x 512 threads, chain of %d kernels\n", prop.name,
+              prop.multiProcessorCount, blocks, chain);
+  for (long bytes : {0L, 1L << 20, 4L << 20, 16L << 20}) {
+    for (int spin : {0, 1, 0, 1}) {
+      float best = 1e30f;
+      for (int rep = 0; rep < 6; ++rep) {
+        CHECK(cudaMemsetAsync(counters, 0, chain * sizeof(unsigned), stream));
+        CHECK(cudaEventRecord(start, stream));
+        for (int k = 0; k < chain; ++k) {
+          cudaLaunchConfig_t config{};
+          config.gridDim = dim3(blocks);
+          config.blockDim = dim3(512);
+          config.stream = stream;
+          cudaLaunchAttribute attr[1];
+          attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+          attr[0].val.programmaticStreamSerializationAllowed = 1;
+          config.attrs = attr;
+          config.numAttrs = 1;
+          const size_t span = big / 16 - bytes / 16 - 1;
+          const uint4* wk = w + (size_t(k) * (bytes / 16)) % span;
+          const float* in = k % 2 ? y : x;
+          float* out = k % 2 ? x : y;
+          auto* kernel = spin ? step<true> : step<false>;
+          CHECK(cudaLaunchKernelEx(&config, kernel, in, out, wk, bytes / 16, counters, k,
+                                   unsigned(blocks)));
+        }
+        CHECK(cudaEventRecord(stop, stream));
+        CHECK(cudaEventSynchronize(stop));
+        float ms;
+        CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (rep > 0 && ms < best) best = ms;
+      }
+      const double us = best * 1e3 / chain;
+      std::printf("bytes/kernel %9ld  %-12s  %7.3f us per kernel  (%.0f GB/s)\n", bytes,
+                  spin ? "counter spin" : "griddep.wait", us, bytes / us * 1e-3);
+    }
+  }
+  return 0;
+}
