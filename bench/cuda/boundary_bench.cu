@@ -13,16 +13,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <cstdlib>
+#include <string>
 
-#define CHECK(x)                                                   \
-  do {                                                             \
-    cudaError_t e = (x);                                           \
-    if (e != cudaSuccess) {                                        \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                \
-    }                                                              \
-  } while (0)
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+
+using mistral::cuda::DeviceBuffer;
 
 namespace {
 
@@ -82,58 +78,64 @@ __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint
   }
 }
 
+DeviceBuffer allocate(size_t bytes, const std::string& what) {
+  auto r = DeviceBuffer::allocate(bytes, what);
+  MISTRAL_CHECK(r.ok()) << r.status().message();
+  return std::move(r).value();
+}
+
 }  // namespace
 
 int main() {
   cudaDeviceProp prop;
-  CHECK(cudaGetDeviceProperties(&prop, 0));
+  MISTRAL_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int blocks = 2 * prop.multiProcessorCount, chain = 320;
   const size_t big = size_t{2} << 30;
-  uint4* w;
-  float *x, *y;
-  unsigned* counters;
-  CHECK(cudaMalloc(&w, big));
-  CHECK(cudaMemset(w, 1, big));
-  CHECK(cudaMalloc(&x, 4096 * sizeof(float)));
-  CHECK(cudaMalloc(&y, 4096 * sizeof(float)));
-  CHECK(cudaMemset(x, 0, 4096 * sizeof(float)));
-  CHECK(cudaMemset(y, 0, 4096 * sizeof(float)));
-  CHECK(cudaMalloc(&counters, chain * sizeof(unsigned)));
+  const DeviceBuffer weights = allocate(big, "boundary_bench weights");
+  const DeviceBuffer x_buffer = allocate(4096 * sizeof(float), "boundary_bench x");
+  const DeviceBuffer y_buffer = allocate(4096 * sizeof(float), "boundary_bench y");
+  const DeviceBuffer counters = allocate(chain * sizeof(unsigned), "boundary_bench counters");
+  MISTRAL_CUDA_CHECK(cudaMemset(weights.data(), 1, big));
+  MISTRAL_CUDA_CHECK(cudaMemset(x_buffer.data(), 0, x_buffer.bytes()));
+  MISTRAL_CUDA_CHECK(cudaMemset(y_buffer.data(), 0, y_buffer.bytes()));
+  const uint4* w = weights.as<const uint4>();
+  float* x = x_buffer.as<float>();
+  float* y = y_buffer.as<float>();
   cudaStream_t stream;
-  CHECK(cudaStreamCreate(&stream));
+  MISTRAL_CUDA_CHECK(cudaStreamCreate(&stream));
   cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
+  MISTRAL_CUDA_CHECK(cudaEventCreate(&start));
+  MISTRAL_CUDA_CHECK(cudaEventCreate(&stop));
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(512);
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
   std::printf("%s, %d SMs, %d blocks x 512 threads, chain of %d kernels\n", prop.name,
               prop.multiProcessorCount, blocks, chain);
   for (long bytes : {0L, 1L << 20, 4L << 20, 16L << 20}) {
+    const size_t span = big / 16 - bytes / 16 - 1;
     for (int spin : {0, 1, 0, 1}) {
+      auto* kernel = spin ? step<true> : step<false>;
       float best = 1e30f;
       for (int rep = 0; rep < 6; ++rep) {
-        CHECK(cudaMemsetAsync(counters, 0, chain * sizeof(unsigned), stream));
-        CHECK(cudaEventRecord(start, stream));
+        MISTRAL_CUDA_CHECK(cudaMemsetAsync(counters.data(), 0, counters.bytes(), stream));
+        MISTRAL_CUDA_CHECK(cudaEventRecord(start, stream));
         for (int k = 0; k < chain; ++k) {
-          cudaLaunchConfig_t config{};
-          config.gridDim = dim3(blocks);
-          config.blockDim = dim3(512);
-          config.stream = stream;
-          cudaLaunchAttribute attr[1];
-          attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-          attr[0].val.programmaticStreamSerializationAllowed = 1;
-          config.attrs = attr;
-          config.numAttrs = 1;
-          const size_t span = big / 16 - bytes / 16 - 1;
           const uint4* wk = w + (size_t(k) * (bytes / 16)) % span;
           const float* in = k % 2 ? y : x;
           float* out = k % 2 ? x : y;
-          auto* kernel = spin ? step<true> : step<false>;
-          CHECK(cudaLaunchKernelEx(&config, kernel, in, out, wk, bytes / 16, counters, k,
-                                   unsigned(blocks)));
+          MISTRAL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, in, out, wk, bytes / 16,
+                                                counters.as<unsigned>(), k, unsigned(blocks)));
         }
-        CHECK(cudaEventRecord(stop, stream));
-        CHECK(cudaEventSynchronize(stop));
+        MISTRAL_CUDA_CHECK(cudaEventRecord(stop, stream));
+        MISTRAL_CUDA_CHECK(cudaEventSynchronize(stop));
         float ms;
-        CHECK(cudaEventElapsedTime(&ms, start, stop));
+        MISTRAL_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
         if (rep > 0 && ms < best) best = ms;
       }
       const double us = best * 1e3 / chain;
@@ -141,5 +143,6 @@ int main() {
                   spin ? "counter spin" : "griddep.wait", us, bytes / us * 1e-3);
     }
   }
+  MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
 }
