@@ -17,8 +17,10 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/device_util.cuh"
 
 using mistral::cuda::DeviceBuffer;
+namespace device = mistral::cuda::device;
 
 namespace {
 
@@ -33,13 +35,13 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
 template <bool kSpin>
 __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint4* w, long pieces,
                                             unsigned* counters, int index, unsigned prev_blocks) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  device::allow_next_kernel();
   const long per_block = pieces / gridDim.x;
   const uint4* mine = w + per_block * blockIdx.x;
   long i = threadIdx.x;
   uint4 acc = i < per_block ? load_stream(mine + i) : make_uint4(0, 0, 0, 0);
   if (!kSpin) {
-    asm volatile("griddepcontrol.wait;" ::: "memory");
+    device::wait_for_prior_kernels();
   } else if (index > 0) {
     if (threadIdx.x == 0) {
       unsigned seen;
@@ -59,7 +61,7 @@ __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint
     const uint4 v = load_stream(mine + i);
     acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
   }
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(~0u, s, o);
+  s = device::warp_sum(s);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
   __syncthreads();
   if (threadIdx.x < 16) {
@@ -74,7 +76,7 @@ __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint
     if (threadIdx.x == 0) {
       asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + index) : "memory");
     }
-    asm volatile("griddepcontrol.wait;" ::: "memory");
+    device::wait_for_prior_kernels();
   }
 }
 
@@ -143,6 +145,8 @@ int main() {
                   spin ? "counter spin" : "griddep.wait", us, bytes / us * 1e-3);
     }
   }
+  MISTRAL_CUDA_CHECK(cudaEventDestroy(start));
+  MISTRAL_CUDA_CHECK(cudaEventDestroy(stop));
   MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
 }
