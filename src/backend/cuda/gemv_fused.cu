@@ -148,14 +148,23 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
     if (step == 1) return ahead[1];
     return *reinterpret_cast<const uint4*>(a.norm + c * kChunk);
   };
-  // x_i as the GEMV consumes it: normed and rounded to bf16 where asked.
+  // x_i as the GEMV consumes it: normed and rounded to bf16 where asked. The norm works on pairs:
+  // bf16(x_i * inv) two at a time (one conversion), then their product with the two norm weights
+  // in one bf16x2 multiply. That multiply rounds the exact product once, as the float product
+  // (exact: two 8-bit significands) rounded to bf16 does, so the values are those of
+  // rmsnorm's kernel.
   auto value_chunk = [&](int c, int step, float(&f)[kChunk]) {
     load_chunk(a.x + c * kChunk, f);
     if constexpr (kNorm) {
-      float w[kChunk];
-      unpack_bf16x8(norm_raw(c, step), w);
+      const uint4 w = norm_raw(c, step);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-      for (int j = 0; j < kChunk; ++j) f[j] = round_to<bf16>(w[j] * round_to<bf16>(f[j] * inv));
+      for (int i = 0; i < 4; ++i) {
+        const __nv_bfloat162 normed = __floats2bfloat162_rn(f[2 * i] * inv, f[2 * i + 1] * inv);
+        const float2 v = __bfloat1622float2(__hmul2_rn(as_bf162(words[i]), normed));
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+      }
     }
   };
   if constexpr (F == WeightFormat::kBF16) {

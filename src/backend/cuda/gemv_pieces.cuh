@@ -65,19 +65,20 @@ __device__ __forceinline__ float dot_bf16_piece(uint4 w, uint4 x, float acc) {
 // xq = round-half-even(x * 127 / max|x|), dx = max|x| / 127 (0 and 0 for a group of zeros).
 // N values with max|x| = amax (of their whole group) into N / 4 words of signed bytes, the first
 // value in the low byte; sum gets the xq added.
+// The four bytes of a word are packed by two byte permutes (|q| <= 127, so a byte holds q), and
+// their sum is one dp4a against ones.
 template <int N>
 __device__ __forceinline__ void quantize_x_values(const float (&v)[N], float amax,
                                                   uint32_t (&words)[N / 4], int& sum) {
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
 #pragma unroll
   for (int w = 0; w < N / 4; ++w) {
-    words[w] = 0;
+    int q[4];
 #pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      const int q = __float2int_rn(v[w * 4 + b] * inv);
-      sum += q;
-      words[w] |= uint32_t(q & 0xff) << (8 * b);
-    }
+    for (int b = 0; b < 4; ++b) q[b] = __float2int_rn(v[w * 4 + b] * inv);
+    const uint32_t low = __byte_perm(q[0], q[1], 0x0040), high = __byte_perm(q[2], q[3], 0x0040);
+    words[w] = __byte_perm(low, high, 0x5410);
+    sum = __dp4a(int(words[w]), 0x01010101, sum);
   }
 }
 __device__ __forceinline__ float x_group_scale(float amax) { return amax / 127.0f; }
