@@ -153,8 +153,8 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
   // in one bf16x2 multiply. That multiply rounds the exact product once, as the float product
   // (exact: two 8-bit significands) rounded to bf16 does, so the values are those of
   // rmsnorm's kernel.
-  auto value_chunk = [&](int c, int step, float(&f)[kChunk]) {
-    load_chunk(a.x + c * kChunk, f);
+  auto value_chunk = [&](uint4 raw, int c, int step, float(&f)[kChunk]) {
+    unpack_bf16x8(raw, f);
     if constexpr (kNorm) {
       const uint4 w = norm_raw(c, step);
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -171,7 +171,7 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
     if constexpr (kNorm) {
       for (int c = tid, step = 0; c < chunks; c += kThreads, ++step) {
         float f[kChunk];
-        value_chunk(c, step, f);
+        value_chunk(*reinterpret_cast<const uint4*>(a.x + c * kChunk), c, step, f);
         reinterpret_cast<uint4*>(smem)[c] = pack_bf16x8(f);
       }
       __syncthreads();
@@ -182,20 +182,26 @@ __device__ __forceinline__ void prepare_x(const FusedArgs& a, const uint4 (&ahea
     int* xsum = reinterpret_cast<int*>(smem + a.k + (a.k / kQuantGroup) * sizeof(float));
     // Chunk c is part (c % 4) of group c / 4; the 4 parts are adjacent lanes. Every lane takes
     // every step (the shuffles need the whole warp); chunks past the end are zeros, not stored.
+    // A thread's x chunks of kAtOnce steps are loaded together (16 bytes each, unpacked one step
+    // at a time), so down's x (k = 14,336: 3.5 steps of 512 threads) takes one trip to L2, not
+    // two. With a norm the steps stay kStepsAtOnce, the chunks whose norm weights came ahead.
+    constexpr int kAtOnce = kNorm ? kStepsAtOnce : 4;
     const int steps = (chunks + kThreads - 1) / kThreads;
-    for (int s0 = 0; s0 < steps; s0 += kStepsAtOnce) {
-      float values[kStepsAtOnce][kChunk] = {};
+    for (int s0 = 0; s0 < steps; s0 += kAtOnce) {
+      uint4 raw[kAtOnce];
 #pragma unroll
-      for (int u = 0; u < kStepsAtOnce; ++u) {
+      for (int u = 0; u < kAtOnce; ++u) {
         const int c = tid + (s0 + u) * kThreads;
-        if (s0 + u < steps && c < chunks) value_chunk(c, s0 + u, values[u]);
+        raw[u] = s0 + u < steps && c < chunks ? *reinterpret_cast<const uint4*>(a.x + c * kChunk)
+                                              : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int u = 0; u < kStepsAtOnce; ++u) {
+      for (int u = 0; u < kAtOnce; ++u) {
         if (s0 + u >= steps) break;  // the same in every thread
         const int c = tid + (s0 + u) * kThreads;
         const bool live = c < chunks;
-        const float(&f)[kChunk] = values[u];
+        float f[kChunk] = {};
+        if (live) value_chunk(raw[u], c, s0 + u, f);
         float amax = 0.0f;
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) amax = fmaxf(amax, fabsf(f[j]));
