@@ -57,9 +57,10 @@ constexpr int kQuantWarps = 16;
 constexpr int kNormThreads = 256;
 constexpr int kLoads = kRowLoadsInFlight;
 constexpr int kChunk = 8;  // x values per thread and prologue step: 16 bytes of bf16
-// Prologue steps whose loads a thread issues before it uses the first (down's k = 14,336 is 7
-// steps; one at a time, each waited for its load). 4 took the quantized kernels to 76-80
-// registers, 3 blocks per SM instead of 4.
+// Prologue steps whose loads a thread issues before it uses the first, with a norm (whose
+// weights for those steps are loaded before the wait): 4 took the quantized kernels, then of 8
+// warps, to 76-80 registers, 3 blocks per SM instead of 4. Without a norm (down, o) a thread
+// loads 4 steps of x at once (prepare_x), within 64 registers.
 constexpr int kStepsAtOnce = 2;
 constexpr size_t kMaxSharedBytes = 48 << 10;
 
