@@ -7,6 +7,7 @@
 //  - counter spin: each block's thread 0 spins on a counter that every block of the kernel before
 //    it bumps (red.release.gpu) as it ends; griddepcontrol.wait at the end keeps completions in
 //    stream order.
+// Each chain is launched from the host kernel by kernel, and as a captured CUDA graph.
 // Prints microseconds per kernel (best of 5 chains after one warm-up) and the stream's GB/s.
 // Built with the other benchmarks (-DMISTRAL_CUDA=ON -DMISTRAL_BUILD_BENCH=ON), for sm_90 only
 // (griddepcontrol); stage_device.sh carries it to the GPU machine.
@@ -119,30 +120,53 @@ int main() {
   config.numAttrs = 1;
   std::printf("%s, %d SMs, %d blocks x 512 threads, chain of %d kernels\n", prop.name,
               prop.multiProcessorCount, blocks, chain);
-  for (long bytes : {0L, 1L << 20, 4L << 20, 16L << 20}) {
+  // One chain: the counters cleared, then `chain` kernels, each reading the one before's output.
+  auto enqueue_chain = [&](bool spin, long bytes) {
+    auto* kernel = spin ? step<true> : step<false>;
     const size_t span = big / 16 - bytes / 16 - 1;
-    for (int spin : {0, 1, 0, 1}) {
-      auto* kernel = spin ? step<true> : step<false>;
-      float best = 1e30f;
-      for (int rep = 0; rep < 6; ++rep) {
-        MISTRAL_CUDA_CHECK(cudaMemsetAsync(counters.data(), 0, counters.bytes(), stream));
-        MISTRAL_CUDA_CHECK(cudaEventRecord(start, stream));
-        for (int k = 0; k < chain; ++k) {
-          const uint4* wk = w + (size_t(k) * (bytes / 16)) % span;
-          const float* in = k % 2 ? y : x;
-          float* out = k % 2 ? x : y;
-          MISTRAL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, in, out, wk, bytes / 16,
-                                                counters.as<unsigned>(), k, unsigned(blocks)));
+    MISTRAL_CUDA_CHECK(cudaMemsetAsync(counters.data(), 0, counters.bytes(), stream));
+    for (int k = 0; k < chain; ++k) {
+      const uint4* wk = w + (size_t(k) * (bytes / 16)) % span;
+      const float* in = k % 2 ? y : x;
+      float* out = k % 2 ? x : y;
+      MISTRAL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, in, out, wk, bytes / 16,
+                                            counters.as<unsigned>(), k, unsigned(blocks)));
+    }
+  };
+  // Launched from the host one by one ("stream"), or captured once and replayed as a CUDA graph
+  // ("graph", as the engine's decode step runs), so the host's launch rate is out of the time.
+  for (long bytes : {0L, 1L << 20, 4L << 20, 16L << 20}) {
+    for (bool graph : {false, true}) {
+      for (int spin : {0, 1, 0, 1}) {
+        cudaGraphExec_t exec = nullptr;
+        if (graph) {
+          cudaGraph_t captured;
+          MISTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+          enqueue_chain(spin, bytes);
+          MISTRAL_CUDA_CHECK(cudaStreamEndCapture(stream, &captured));
+          MISTRAL_CUDA_CHECK(cudaGraphInstantiate(&exec, captured, 0));
+          MISTRAL_CUDA_CHECK(cudaGraphDestroy(captured));
         }
-        MISTRAL_CUDA_CHECK(cudaEventRecord(stop, stream));
-        MISTRAL_CUDA_CHECK(cudaEventSynchronize(stop));
-        float ms;
-        MISTRAL_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        if (rep > 0 && ms < best) best = ms;
+        float best = 1e30f;
+        for (int rep = 0; rep < 6; ++rep) {
+          MISTRAL_CUDA_CHECK(cudaEventRecord(start, stream));
+          if (graph) {
+            MISTRAL_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+          } else {
+            enqueue_chain(spin, bytes);
+          }
+          MISTRAL_CUDA_CHECK(cudaEventRecord(stop, stream));
+          MISTRAL_CUDA_CHECK(cudaEventSynchronize(stop));
+          float ms;
+          MISTRAL_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+          if (rep > 0 && ms < best) best = ms;
+        }
+        if (exec != nullptr) MISTRAL_CUDA_CHECK(cudaGraphExecDestroy(exec));
+        const double us = best * 1e3 / chain;
+        std::printf("bytes/kernel %9ld  %-6s %-12s  %7.3f us per kernel  (%.0f GB/s)\n", bytes,
+                    graph ? "graph" : "stream", spin ? "counter spin" : "griddep.wait", us,
+                    bytes / us * 1e-3);
       }
-      const double us = best * 1e3 / chain;
-      std::printf("bytes/kernel %9ld  %-12s  %7.3f us per kernel  (%.0f GB/s)\n", bytes,
-                  spin ? "counter spin" : "griddep.wait", us, bytes / us * 1e-3);
     }
   }
   MISTRAL_CUDA_CHECK(cudaEventDestroy(start));
