@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iterator>
 #include <string>
 
@@ -130,13 +131,35 @@ Result<KvCache> Model::new_cache(int64_t batch, int64_t max_sequence_length,
 struct Model::Activations {
   void *x, *h, *q, *k, *v, *attn, *gate, *up, *last;
   float* logits;
-  int32_t* ids;
   int32_t* sampled;  // [B] ids the backend sampled
+  // What a call uploads, in one region that crosses in one copy (StepInputs): the rest of the
+  // fields point into it.
+  void* inputs;
+  int32_t* ids;
   int64_t* positions;
   uint8_t* mask;
   int64_t* first_seq_index;  // the cache's length before this call
   void* fuse;                // one row of scratch for Backend::fused_matmul
 };
+
+namespace {
+
+// Where a call's inputs for `rows` activation rows sit in Activations::inputs, each part on a
+// 16-byte boundary: positions [rows] int64, the cache's length (int64), ids [rows] int32 and the
+// mask [rows] uint8. One copy per call instead of four: at batch 1 a decode step is a few
+// milliseconds, and each small host-to-device copy is a few microseconds the GPU waits for.
+struct StepInputs {
+  size_t positions = 0, first_seq_index, ids, mask, bytes;
+  explicit StepInputs(int64_t rows) {
+    auto after = [](size_t offset, size_t size) { return (offset + size + 15) / 16 * 16; };
+    first_seq_index = after(positions, rows * sizeof(int64_t));
+    ids = after(first_seq_index, sizeof(int64_t));
+    mask = after(ids, rows * sizeof(int32_t));
+    bytes = mask + static_cast<size_t>(rows);
+  }
+};
+
+}  // namespace
 
 Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
   const ModelConfig& c = config_;
@@ -150,6 +173,7 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
   const int64_t widest =
       std::max({c.q_dim() + 2 * c.kv_dim(), 2 * c.intermediate_size, c.hidden_size});
   const size_t fuse_bytes = (std::max(c.hidden_size, c.q_dim()) + widest) * act;
+  const StepInputs inputs(rows);
   const size_t sizes[] = {rows * c.hidden_size * act,
                           rows * c.hidden_size * act,
                           q_bytes + 2 * kv_bytes,
@@ -157,11 +181,8 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                           2 * inter_bytes,
                           batch * c.hidden_size * act,
                           logit_rows * c.vocab_size * sizeof(float),
-                          rows * sizeof(int32_t),
                           batch * sizeof(int32_t),
-                          rows * sizeof(int64_t),
-                          static_cast<size_t>(rows),
-                          sizeof(int64_t),
+                          inputs.bytes,
                           fuse_bytes};
   size_t offsets[std::size(sizes)];
   size_t total = 0;
@@ -190,11 +211,12 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                      at(5),
                      static_cast<float*>(at(6)),
                      static_cast<int32_t*>(at(7)),
-                     static_cast<int32_t*>(at(8)),
-                     static_cast<int64_t*>(at(9)),
-                     static_cast<uint8_t*>(at(10)),
-                     static_cast<int64_t*>(at(11)),
-                     at(12)};
+                     at(8),
+                     static_cast<int32_t*>(at(8, inputs.ids)),
+                     static_cast<int64_t*>(at(8, inputs.positions)),
+                     static_cast<uint8_t*>(at(8, inputs.mask)),
+                     static_cast<int64_t*>(at(8, inputs.first_seq_index)),
+                     at(9)};
 }
 
 std::vector<float> Model::download(const void* src, int64_t n) {
@@ -241,20 +263,24 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   Backend& be = *backend_;
   MISTRAL_ASSIGN_OR_RETURN(Activations a, activations(M, batch));
 
-  // Position ids: real tokens count up from the row's history; padding gets 1 as in HF generate.
-  std::vector<int64_t> positions(M);
+  // The inputs, laid out as in a.inputs and uploaded in one copy. Position ids: real tokens
+  // count up from the row's history; padding gets 1 as in HF generate.
+  const StepInputs layout(M);
+  std::vector<uint8_t> staged(layout.bytes, 0);
   for (int64_t b = 0; b < batch; ++b) {
     int64_t next = cache.row_tokens(b);
     for (int64_t t = 0; t < T; ++t) {
       const bool real = attention_mask[b * T + t] != 0;
-      positions[b * T + t] = real ? next++ : 1;
+      const int64_t position = real ? next++ : 1;
+      std::memcpy(staged.data() + layout.positions + (b * T + t) * sizeof(int64_t), &position,
+                  sizeof(int64_t));
     }
   }
-  be.to_device(a.ids, input_ids.data(), M * sizeof(int32_t));
-  be.to_device(a.positions, positions.data(), M * sizeof(int64_t));
-  be.to_device(a.mask, attention_mask.data(), M);
   const int64_t first_seq_index = cache.length();
-  be.to_device(a.first_seq_index, &first_seq_index, sizeof(int64_t));
+  std::memcpy(staged.data() + layout.first_seq_index, &first_seq_index, sizeof(int64_t));
+  std::memcpy(staged.data() + layout.ids, input_ids.data(), M * sizeof(int32_t));
+  std::memcpy(staged.data() + layout.mask, attention_mask.data(), M);
+  be.to_device(a.inputs, staged.data(), layout.bytes);
 
   ForwardOutput out;
   out.batch = batch;
