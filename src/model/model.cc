@@ -127,21 +127,6 @@ Result<KvCache> Model::new_cache(int64_t batch, int64_t max_sequence_length,
                          dtype.value_or(backend_->default_kv_cache_dtype()), *backend_, layout);
 }
 
-// Offsets into the workspace; every region starts on a 256-byte boundary.
-struct Model::Activations {
-  void *x, *h, *q, *k, *v, *attn, *gate, *up, *last;
-  float* logits;
-  int32_t* sampled;  // [B] ids the backend sampled
-  // What a call uploads, in one region that crosses in one copy (StepInputs): the rest of the
-  // fields point into it.
-  void* inputs;
-  int32_t* ids;
-  int64_t* positions;
-  uint8_t* mask;
-  int64_t* first_seq_index;  // the cache's length before this call
-  void* fuse;                // one row of scratch for Backend::fused_matmul
-};
-
 namespace {
 
 // Where a call's inputs for `rows` activation rows sit in Activations::inputs, each part on a
@@ -160,6 +145,22 @@ struct StepInputs {
 };
 
 }  // namespace
+
+// Offsets into the workspace; every region starts on a 256-byte boundary.
+struct Model::Activations {
+  void *x, *h, *q, *k, *v, *attn, *gate, *up, *last;
+  float* logits;
+  int32_t* sampled;  // [B] ids the backend sampled
+  // What a call uploads, in one region that crosses in one copy (StepInputs): the rest of the
+  // fields point into it.
+  void* inputs;
+  StepInputs input_layout;
+  int32_t* ids;
+  int64_t* positions;
+  uint8_t* mask;
+  int64_t* first_seq_index;  // the cache's length before this call
+  void* fuse;                // one row of scratch for Backend::fused_matmul
+};
 
 Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
   const ModelConfig& c = config_;
@@ -212,6 +213,7 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                      static_cast<float*>(at(6)),
                      static_cast<int32_t*>(at(7)),
                      at(8),
+                     inputs,
                      static_cast<int32_t*>(at(8, inputs.ids)),
                      static_cast<int64_t*>(at(8, inputs.positions)),
                      static_cast<uint8_t*>(at(8, inputs.mask)),
@@ -265,7 +267,7 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
 
   // The inputs, laid out as in a.inputs and uploaded in one copy. Position ids: real tokens
   // count up from the row's history; padding gets 1 as in HF generate.
-  const StepInputs layout(M);
+  const StepInputs& layout = a.input_layout;
   std::vector<uint8_t> staged(layout.bytes, 0);
   for (int64_t b = 0; b < batch; ++b) {
     int64_t next = cache.row_tokens(b);
