@@ -146,6 +146,15 @@ struct MatmulFusion {
   void* scratch = nullptr;
 };
 
+// A copy to the host begun by Backend::start_download. wait() blocks until the copy is done and
+// writes its bytes to dst_host; call it at most once. Must not outlive its backend; dropped without
+// a wait, the copy is simply not read.
+class Download {
+ public:
+  virtual ~Download() = default;
+  virtual void wait(void* dst_host) = 0;
+};
+
 // What a weight tensor is used for, so a backend can place it in the form its op reads.
 enum class WeightUse : uint8_t { kMatrix, kEmbedding, kNorm };
 
@@ -163,6 +172,10 @@ class Backend {
   // Copies between host and backend memory; to_host waits for every op queued before it.
   virtual void to_device(void* dst, const void* src_host, size_t bytes) = 0;
   virtual void to_host(void* dst_host, const void* src, size_t bytes) = 0;
+  // Begins copying `bytes` of backend memory to the host after the ops queued before it, and
+  // returns without waiting for them (Download::wait finishes it). The default copies at once
+  // (to_host), which is right for a backend whose ops are done when they return.
+  virtual std::unique_ptr<Download> start_download(const void* src, size_t bytes);
   // A copy within backend memory, in the order of the ops.
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   // Puts a weight the loader produced (host memory) where and how the ops read it; a host

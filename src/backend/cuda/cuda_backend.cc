@@ -5,12 +5,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/pinned_pool.h"
 #include "core/env.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -107,6 +109,29 @@ size_t sampler_params_bytes(int64_t rows) {
   return (rows * sizeof(SampleParams) + 255) / 256 * 256;
 }
 
+// A download through a page-locked block of the pool: queued by start_download, its event recorded
+// after the copy.
+class PinnedDownload final : public Download {
+ public:
+  PinnedDownload(PinnedPool& pool, PinnedPool::Block* block, size_t bytes)
+      : pool_(pool), block_(block), bytes_(bytes) {}
+  ~PinnedDownload() override {
+    if (block_ != nullptr) pool_.give(block_, nullptr);
+  }
+  void wait(void* dst_host) override {
+    MISTRAL_CHECK(block_ != nullptr) << "Download::wait called twice";
+    MISTRAL_CUDA_CHECK(cudaEventSynchronize(block_->done));
+    std::memcpy(dst_host, block_->host, bytes_);
+    pool_.give(block_, nullptr);
+    block_ = nullptr;
+  }
+
+ private:
+  PinnedPool& pool_;
+  PinnedPool::Block* block_;
+  size_t bytes_;
+};
+
 class CudaBackend final : public Backend {
  public:
   static Result<std::unique_ptr<Backend>> create(int device) {
@@ -133,6 +158,7 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     ctx_.reset();  // synchronizes the stream before its buffers go
+    pinned_.reset();
     inv_freq_.clear();
     if (stream_ != nullptr) MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream_));
   }
@@ -151,9 +177,27 @@ class CudaBackend final : public Backend {
   }
   void to_device(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
-    // From pageable memory the call returns once the source has been staged, so the caller may
-    // reuse it at once.
-    MISTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    // Small copies go through a page-locked block, so they never wait for the ops queued before
+    // them (Model::start_step queues a step's inputs while the step before still runs). From
+    // pageable memory the call returns once the source has been staged. Either way the caller
+    // may reuse the source at once.
+    PinnedPool::Block* block = bytes <= PinnedPool::kMaxBytes ? pinned_->take() : nullptr;
+    if (block == nullptr) {
+      MISTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+      return;
+    }
+    std::memcpy(block->host, src, bytes);
+    MISTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, block->host, bytes, cudaMemcpyHostToDevice, stream_));
+    pinned_->give(block, stream_);
+  }
+  std::unique_ptr<Download> start_download(const void* src, size_t bytes) override {
+    PinnedPool::Block* block = bytes <= PinnedPool::kMaxBytes ? pinned_->take() : nullptr;
+    if (block == nullptr) return Backend::start_download(src, bytes);
+    if (bytes != 0) {
+      MISTRAL_CUDA_CHECK(cudaMemcpyAsync(block->host, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    }
+    MISTRAL_CUDA_CHECK(cudaEventRecord(block->done, stream_));
+    return std::make_unique<PinnedDownload>(*pinned_, block, bytes);
   }
   void to_host(void* dst, const void* src, size_t bytes) override {
     if (bytes != 0) {
@@ -504,6 +548,7 @@ class CudaBackend final : public Backend {
   bool rope_in_attention_ = env_enabled("MISTRAL_ATTN_ROPE");
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<KernelContext> ctx_;
+  std::unique_ptr<PinnedPool> pinned_ = std::make_unique<PinnedPool>();
   std::map<std::pair<int64_t, double>, DeviceBuffer> inv_freq_;
 };
 
