@@ -275,22 +275,58 @@ KvWriteArgs KvCache::write_args(int64_t layer, const void* k, const void* v, int
 
 void KvCache::advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device,
                       const int64_t* first_seq_index_device) {
-  if (valid_device == nullptr) {
-    const size_t n = static_cast<size_t>(batch_ * new_tokens);
-    if (staged_valid_.bytes < n) {
-      Result<Buffer> staged = backend_->allocate(n, "kv cache mask staging");
-      MISTRAL_CHECK(staged.ok()) << staged.status().message();
-      staged_valid_ = std::move(staged).value();
-    }
-    backend_->to_device(staged_valid_.data, valid, n);
-    valid_device = staged_valid_.as<uint8_t>();
-  }
+  if (valid_device == nullptr) valid_device = stage_valid(valid, new_tokens);
   backend_->record_kv_slots(batch_, new_tokens, length_, first_seq_index_device, capacity_,
                             valid_device, slot_seq_index_.as<int64_t>(), slot_valid_.as<uint8_t>());
   for (int64_t b = 0; b < batch_; ++b) {
     for (int64_t t = 0; t < new_tokens; ++t) row_tokens_[b] += valid[b * new_tokens + t] ? 1 : 0;
   }
   length_ += new_tokens;
+  retracts_ = 0;
+}
+
+const uint8_t* KvCache::stage_valid(const uint8_t* valid, int64_t new_tokens) {
+  const size_t n = static_cast<size_t>(batch_ * new_tokens);
+  if (staged_valid_.bytes < n) {
+    Result<Buffer> staged = backend_->allocate(n, "kv cache mask staging");
+    MISTRAL_CHECK(staged.ok()) << staged.status().message();
+    staged_valid_ = std::move(staged).value();
+  }
+  backend_->to_device(staged_valid_.data, valid, n);
+  return staged_valid_.as<uint8_t>();
+}
+
+Status KvCache::retract(std::span<const uint8_t> valid) {
+  if (static_cast<int64_t>(valid.size()) != batch_) {
+    return error("kv cache retract: the mask has " + std::to_string(valid.size()) +
+                 " entries for a batch of " + std::to_string(batch_));
+  }
+  if (retractable_steps() == 0) {
+    return error(length_ == 0
+                     ? std::string("kv cache retract: the cache is empty")
+                     : "kv cache retract: a full rolling cache (window " +
+                           std::to_string(capacity_) + ") takes back only the last step, once");
+  }
+  for (int64_t b = 0; b < batch_; ++b) {
+    if (valid[b] > 1 || row_tokens_[b] < valid[b]) {
+      return error("kv cache retract: valid[" + std::to_string(b) + "] does not fit the row's " +
+                   std::to_string(row_tokens_[b]) + " tokens");
+    }
+  }
+  --length_;
+  ++retracts_;
+  for (int64_t b = 0; b < batch_; ++b) row_tokens_[b] -= valid[b];
+  const std::vector<uint8_t> padding(batch_, 0);
+  backend_->record_kv_slots(batch_, 1, length_, nullptr, capacity_, stage_valid(padding.data(), 1),
+                            slot_seq_index_.as<int64_t>(), slot_valid_.as<uint8_t>());
+  return Status();
+}
+
+int64_t KvCache::retractable_steps() const {
+  // The slots of the steps taken back held positions one window before them; those of the steps
+  // before the last are visible again from the shorter length once it is past the window.
+  if (!rolling_ || length_ + retracts_ <= capacity_) return length_;
+  return retracts_ == 0 ? 1 : 0;
 }
 
 uint64_t KvCache::bytes() const {

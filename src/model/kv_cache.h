@@ -140,6 +140,17 @@ class KvCache {
   // is the same mask in backend memory, else it is copied there).
   void advance(const uint8_t* valid, int64_t new_tokens, const uint8_t* valid_device = nullptr,
                const int64_t* first_seq_index_device = nullptr);
+  // Takes back the last advance() when it was of one token per row with mask `valid` [B]: the
+  // length and the rows' token counts go back, and the slot is marked as holding padding in every
+  // row, so no later query sees what was written there. What that write replaced (in a full
+  // rolling cache, the position one window back) is lost, but no query from the new length on can
+  // see it. A second retract in a row would need it back, so a full rolling cache takes back one
+  // step per advance (retractable_steps). Refused, changing nothing, for a step it cannot take
+  // back or a mask that does not fit the rows' counts (it must be the one given to advance).
+  Status retract(std::span<const uint8_t> valid);
+  // How many one-token steps retract can take back now: length() when nothing was overwritten,
+  // else 1 right after an advance and 0 after a retract.
+  int64_t retractable_steps() const;
   // Resident bytes of keys, values and scales (num_blocks * block_size positions).
   uint64_t bytes() const;
 
@@ -153,6 +164,8 @@ class KvCache {
   // Checks `table` ([B, blocks_per_row]) and makes it the cache's, uploading rows
   // [first_row, end_row).
   Status install_block_table(std::vector<int32_t> table, int64_t first_row, int64_t end_row);
+  // valid [B, T] (host memory) in staged_valid_ (backend memory).
+  const uint8_t* stage_valid(const uint8_t* valid, int64_t new_tokens);
 
   Backend* backend_ = nullptr;
   uint64_t id_ = 0;
@@ -163,6 +176,7 @@ class KvCache {
   int64_t head_dim_ = 0;
   bool rolling_ = false;
   int64_t length_ = 0;
+  int64_t retracts_ = 0;  // retract calls since the last advance
   int64_t block_size_ = 0;
   int64_t num_blocks_ = 0;
   int64_t blocks_per_row_ = 0;
