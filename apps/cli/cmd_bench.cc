@@ -29,6 +29,7 @@ struct BenchArgs {
   uint64_t seed = 0;
   std::string kv_cache;
   int64_t kv_block_size = 0;
+  bool decode_ahead = true;
 };
 
 // Bytes of weights a decode step reads: everything but the embedding table, of which it reads
@@ -69,6 +70,7 @@ void run_bench(const BenchArgs& args) {
   gen.sampling.greedy = true;
   gen.kv_cache_dtype = kv_cache_dtype;
   gen.kv_block_size = args.kv_block_size;
+  gen.decode_ahead = args.decode_ahead;
   // Every run is timed the same way; the first is reported apart, since a first request that is
   // slower than the rest (a warm-up) is what this engine must not have.
   std::vector<GenerationResult> runs;
@@ -102,6 +104,7 @@ void run_bench(const BenchArgs& args) {
   out["threads"] = ThreadPool::global().num_threads();
   out["batch"] = args.batch;
   out["prompt_tokens"] = args.prompt_tokens;
+  out["decode_ahead"] = args.decode_ahead;
   out["new_tokens"] = best->decode_steps;
   out["runs"] = args.runs;
   out["prefill_tok_s"] = prompt_tokens / std::max(best_prefill, 1e-9);
@@ -140,6 +143,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--runs", args->runs, "timed runs (the best is reported, and the first apart)")
       ->check(CLI::Range(1, 100));
   cmd->add_option("--seed", args->seed, "seed of the random prompts");
+  cmd->add_option("--decode-ahead", args->decode_ahead,
+                  "queue each decode step before the host reads the token it takes (true, the "
+                  "default; false: after)");
   cmd->callback([args] { run_bench(*args); });
 }
 

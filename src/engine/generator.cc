@@ -123,7 +123,18 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
   std::vector<int32_t> step_ids(batch);
   std::vector<uint8_t> step_mask(batch, 1);
   const int64_t vocab = config.vocab_size;
-  for (int64_t step = 0; step < gen.max_new_tokens; ++step) {
+  const bool ahead = gen.decode_ahead && options.sampler != nullptr;
+  // Steps started ahead are taken back however this returns (an error included), so that the
+  // model takes further calls.
+  struct CancelStarted {
+    Model& model;
+    KvCache& cache;
+    ~CancelStarted() { (void)model.cancel_steps(cache); }
+  } cancel_started{model, cache};
+  // Each pass takes token `step` of every row (out) and gets token step + 1. Ahead, the step that
+  // takes token `step` was started before the host read it (unless it is the first, or a row has
+  // finished since), and the step after it is started before its result is awaited.
+  for (int64_t step = 0;; ++step) {
     bool stop_all = false;
     for (int64_t b = 0; b < batch; ++b) {
       if (done[b]) {
@@ -153,11 +164,25 @@ Result<GenerationResult> generate(Model& model, const std::vector<std::vector<in
       for (int64_t b = 0; b < batch; ++b) {
         if (!done[b]) result.finish_reasons[b] = FinishReason::kCallback;
       }
+    }
+    const bool all_done = std::all_of(done.begin(), done.end(), [](bool d) { return d; });
+    // The last token needs no forward pass.
+    if (stop_all || all_done || step + 1 == gen.max_new_tokens) {
+      MISTRAL_RETURN_IF_ERROR(model.cancel_steps(cache));  // a step started for nothing
       break;
     }
-    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
-    if (step + 1 == gen.max_new_tokens) break;  // the last token needs no forward pass
-    MISTRAL_ASSIGN_OR_RETURN(out, model.forward(step_ids, step_mask, batch, cache, options));
+    const bool any_done = std::any_of(done.begin(), done.end(), [](bool d) { return d; });
+    if (ahead && !any_done) {
+      if (model.started_steps() == 0) MISTRAL_RETURN_IF_ERROR(model.start_step(cache, options));
+      if (step + 2 < gen.max_new_tokens) {
+        MISTRAL_RETURN_IF_ERROR(model.start_step(cache, options));  // queued behind
+      }
+    }
+    if (model.started_steps() > 0) {
+      MISTRAL_ASSIGN_OR_RETURN(out.token_ids, model.finish_step());
+    } else {
+      MISTRAL_ASSIGN_OR_RETURN(out, model.forward(step_ids, step_mask, batch, cache, options));
+    }
     ++result.decode_steps;
   }
   result.decode_seconds = seconds_since(start);

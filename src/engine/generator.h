@@ -1,7 +1,9 @@
 // Generation for a batch of prompts: left-pads them into one batch, prefills, then decodes one
 // token per row per step, with greedy decoding or sampling, stopping at max_new_tokens, at an EOS
 // or stop token (when asked), or when the callback says so. Rows that finish early keep their
-// slot (fed padding) until every row is done. Not thread-safe: one generate() per Model at a time.
+// slot (fed padding) until every row is done; with decode_ahead, the one step queued before the
+// host saw a row finish feeds that row its sampled token instead (its outputs are not used). Not
+// thread-safe: one generate() per Model at a time.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,11 @@ struct GenerationConfig {
   // (repetition_penalty 1, min_p 0): only token ids then cross to the host. The tokens are the
   // ones host sampling picks from the same logits (same streams, same rule).
   bool sample_on_device = true;
+  // With sampling on the backend: queue each decode step before the host has read the token it
+  // takes (Model::start_step), so the backend does not wait for the host between steps. A step
+  // queued behind a token that ends the generation is taken back from the cache. The tokens are
+  // the same either way; false queues each step after the host has seen its token.
+  bool decode_ahead = true;
   // Called for every generated token (row, token id); return false to stop the whole batch.
   std::function<bool(int64_t row, int32_t token)> on_token;
 };

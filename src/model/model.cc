@@ -150,7 +150,6 @@ struct StepInputs {
 struct Model::Activations {
   void *x, *h, *q, *k, *v, *attn, *gate, *up, *last;
   float* logits;
-  int32_t* sampled;  // [B] ids the backend sampled
   // What a call uploads, in one region that crosses in one copy (StepInputs): the rest of the
   // fields point into it.
   void* inputs;
@@ -182,7 +181,6 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                           2 * inter_bytes,
                           batch * c.hidden_size * act,
                           logit_rows * c.vocab_size * sizeof(float),
-                          batch * sizeof(int32_t),
                           inputs.bytes,
                           fuse_bytes};
   size_t offsets[std::size(sizes)];
@@ -211,14 +209,13 @@ Result<Model::Activations> Model::activations(int64_t rows, int64_t batch) {
                      at(4, inter_bytes),
                      at(5),
                      static_cast<float*>(at(6)),
-                     static_cast<int32_t*>(at(7)),
-                     at(8),
+                     at(7),
                      inputs,
-                     static_cast<int32_t*>(at(8, inputs.ids)),
-                     static_cast<int64_t*>(at(8, inputs.positions)),
-                     static_cast<uint8_t*>(at(8, inputs.mask)),
-                     static_cast<int64_t*>(at(8, inputs.first_seq_index)),
-                     at(9)};
+                     static_cast<int32_t*>(at(7, inputs.ids)),
+                     static_cast<int64_t*>(at(7, inputs.positions)),
+                     static_cast<uint8_t*>(at(7, inputs.mask)),
+                     static_cast<int64_t*>(at(7, inputs.first_seq_index)),
+                     at(8)};
 }
 
 std::vector<float> Model::download(const void* src, int64_t n) {
@@ -237,6 +234,76 @@ std::vector<float> Model::download(const void* src, int64_t n) {
 Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
                                      std::span<const uint8_t> attention_mask, int64_t batch,
                                      KvCache& cache, const ForwardOptions& options) {
+  if (!started_.empty()) {
+    return error("forward: " + std::to_string(started_.size()) +
+                 " started decode step(s) are not finished (finish_step or cancel_steps first)");
+  }
+  ForwardOutput out;
+  MISTRAL_ASSIGN_OR_RETURN(Activations a, enqueue(input_ids, /*ids_sampled=*/false, attention_mask,
+                                                  batch, cache, options, out));
+  Backend& be = *backend_;
+  if (options.sampler != nullptr) {
+    out.token_ids.resize(batch);
+    be.to_host(out.token_ids.data(), sampled_.data, batch * sizeof(int32_t));
+    return out;
+  }
+  out.logits.resize(out.logit_positions * batch * config_.vocab_size);
+  be.to_host(out.logits.data(), a.logits, out.logits.size() * sizeof(float));
+  return out;
+}
+
+Status Model::start_step(KvCache& cache, const ForwardOptions& options) {
+  const int64_t batch = cache.batch();
+  if (options.sampler == nullptr || options.all_logits || options.output_hidden_states) {
+    return error(
+        "start_step: ForwardOptions needs a sampler, all_logits = false and no hidden states");
+  }
+  if (sampled_cache_ != cache.id()) {
+    return error(
+        "start_step: no tokens were sampled for this cache by the last call (forward "
+        "with a sampler, or start_step)");
+  }
+  const std::vector<int32_t> ids(batch, 0);  // replaced on the backend by the sampled tokens
+  const std::vector<uint8_t> mask(batch, 1);
+  ForwardOutput out;
+  MISTRAL_RETURN_IF_ERROR(
+      enqueue(ids, /*ids_sampled=*/true, mask, batch, cache, options, out).status());
+  started_.push_back(backend_->start_download(sampled_.data, batch * sizeof(int32_t)));
+  started_batch_ = batch;
+  return Status();
+}
+
+Result<std::vector<int32_t>> Model::finish_step() {
+  if (started_.empty()) return error("finish_step: no decode step was started (start_step)");
+  std::vector<int32_t> tokens(started_batch_);
+  started_.front()->wait(tokens.data());
+  started_.pop_front();
+  return tokens;
+}
+
+Status Model::cancel_steps(KvCache& cache) {
+  if (started_.empty()) return Status();
+  if (started_cache_ != cache.id()) {
+    return error("cancel_steps: the started steps ran on another cache");
+  }
+  if (started_steps() > cache.retractable_steps()) {
+    return error("cancel_steps: " + std::to_string(started_steps()) +
+                 " started steps cannot be taken back from this cache (a full rolling cache "
+                 "takes back only the last one): finish_step the others first");
+  }
+  const std::vector<uint8_t> real(started_batch_, 1);
+  while (!started_.empty()) {
+    MISTRAL_RETURN_IF_ERROR(cache.retract(real));
+    started_.pop_back();
+  }
+  sampled_cache_ = 0;  // the sampled tokens are those of a step taken back
+  return Status();
+}
+
+Result<Model::Activations> Model::enqueue(std::span<const int32_t> input_ids, bool ids_sampled,
+                                          std::span<const uint8_t> attention_mask, int64_t batch,
+                                          KvCache& cache, const ForwardOptions& options,
+                                          ForwardOutput& out) {
   const ModelConfig& c = config_;
   MISTRAL_RETURN_IF_ERROR(validate_inputs(input_ids, attention_mask, batch, c.vocab_size));
   if (cache.batch() != batch) {
@@ -260,10 +327,16 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
                  " tokens exceeds max_position_embeddings (" +
                  std::to_string(c.max_position_embeddings) + ")");
   }
+  if (!started_.empty() && started_cache_ != cache.id()) {
+    return error("start_step: the started steps run on another cache; finish them first");
+  }
 
   const int64_t M = batch * T;  // activation rows
   Backend& be = *backend_;
   MISTRAL_ASSIGN_OR_RETURN(Activations a, activations(M, batch));
+  if (options.sampler != nullptr && sampled_.bytes < batch * sizeof(int32_t)) {
+    MISTRAL_ASSIGN_OR_RETURN(sampled_, be.allocate(batch * sizeof(int32_t), "sampled token ids"));
+  }
 
   // The inputs, laid out as in a.inputs and uploaded in one copy. Position ids: real tokens
   // count up from the row's history; padding gets 1 as in HF generate.
@@ -283,8 +356,8 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
   std::memcpy(staged.data() + layout.ids, input_ids.data(), M * sizeof(int32_t));
   std::memcpy(staged.data() + layout.mask, attention_mask.data(), M);
   be.to_device(a.inputs, staged.data(), layout.bytes);
+  if (ids_sampled) be.copy(a.ids, sampled_.data, M * sizeof(int32_t));
 
-  ForwardOutput out;
   out.batch = batch;
   out.tokens = T;
   out.logit_positions = options.all_logits ? T : 1;
@@ -306,15 +379,13 @@ Result<ForwardOutput> Model::forward(std::span<const int32_t> input_ids,
     last_key_ = key;
   }
   cache.advance(attention_mask.data(), T, a.mask, a.first_seq_index);
+  sampled_cache_ = 0;
   if (options.sampler != nullptr) {
-    be.sample_tokens(*options.sampler, a.logits, c.vocab_size, a.sampled);
-    out.token_ids.resize(batch);
-    be.to_host(out.token_ids.data(), a.sampled, batch * sizeof(int32_t));
-    return out;
+    be.sample_tokens(*options.sampler, a.logits, c.vocab_size, sampled_.as<int32_t>());
+    sampled_cache_ = cache.id();
+    started_cache_ = cache.id();
   }
-  out.logits.resize(out.logit_positions * batch * c.vocab_size);
-  be.to_host(out.logits.data(), a.logits, out.logits.size() * sizeof(float));
-  return out;
+  return a;
 }
 
 void Model::run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t T,

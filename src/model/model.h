@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -71,10 +72,26 @@ class Model {
 
   // input_ids and attention_mask are [B, T] row-major (mask 1 = real token, 0 = padding). The
   // cache must have been created for batch B; it is advanced by T. Errors (ids out of range, a
-  // mask value other than 0/1, a full cache) leave the cache untouched.
+  // mask value other than 0/1, a full cache, started steps not finished) leave the cache
+  // untouched.
   Result<ForwardOutput> forward(std::span<const int32_t> input_ids,
                                 std::span<const uint8_t> attention_mask, int64_t batch,
                                 KvCache& cache, const ForwardOptions& options = {});
+
+  // Decode steps queued ahead of the host. start_step queues a step of one real token per row
+  // whose ids are the tokens the last call on this cache sampled (forward with
+  // options.sampler, or start_step), without bringing them to the host first, and returns
+  // without waiting; finish_step waits for the oldest started step and returns its tokens [B].
+  // So the host can queue step t+1 before it has read token t, and the device does not wait for
+  // the host between steps. A started step advances the cache at once; cancel_steps takes every
+  // started, unfinished step back from the cache (KvCache::retract), e.g. once the host sees a
+  // stop token in the step before them. options as for forward (a sampler, all_logits = false,
+  // no hidden states). forward is refused while started steps are unfinished.
+  Status start_step(KvCache& cache, const ForwardOptions& options);
+  Result<std::vector<int32_t>> finish_step();
+  Status cancel_steps(KvCache& cache);
+  // Started steps whose tokens finish_step has not returned.
+  int64_t started_steps() const { return static_cast<int64_t>(started_.size()); }
 
  private:
   // Activation buffers of one forward call, carved from one backend allocation kept between
@@ -82,6 +99,12 @@ class Model {
   struct Activations;
   Result<Activations> activations(int64_t rows, int64_t batch);
   std::vector<float> download(const void* src, int64_t n);
+  // forward and start_step up to their downloads: the checks, the inputs uploaded (with
+  // ids_sampled, the ids are replaced on the backend by the tokens in sampled_), the ops run or
+  // replayed, the cache advanced, and with a sampler each row's token drawn into sampled_.
+  Result<Activations> enqueue(std::span<const int32_t> input_ids, bool ids_sampled,
+                              std::span<const uint8_t> attention_mask, int64_t batch,
+                              KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
   // The ops of one forward call, from the embedding lookup to the head's logits (in
   // a.logits); the inputs are in backend memory already.
   void run_ops(const Activations& a, KvCache& cache, int64_t batch, int64_t tokens,
@@ -97,6 +120,15 @@ class Model {
   std::vector<uint64_t> last_key_;
   std::vector<uint64_t> recording_key_;
   std::shared_ptr<void> recording_;
+  // The tokens the last sampling call drew ([B] int32, backend memory), and the id of the cache
+  // it ran on (0: none, or taken back).
+  Buffer sampled_;
+  uint64_t sampled_cache_ = 0;
+  // Started steps, oldest first: the download of each one's tokens; the cache and batch they ran
+  // on.
+  std::deque<std::unique_ptr<Download>> started_;
+  uint64_t started_cache_ = 0;
+  int64_t started_batch_ = 0;
 };
 
 // Moves every weight to where `backend` computes (Backend::place_weight); a tied lm_head is
