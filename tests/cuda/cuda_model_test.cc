@@ -397,5 +397,78 @@ TEST(CudaModelExtras, DeviceSamplingPicksTheHostTokens) {
   }
 }
 
+// Decode steps queued ahead of the host (GenerationConfig::decode_ahead, Model::start_step) give
+// the tokens of steps queued after the host read them, however the generation stops; a step
+// taken back leaves the cache as if it never ran (the next step's logits are the same bits),
+// in the sliding-window fixture's full rolling cache too.
+TEST(CudaModelExtras, DecodeAheadGivesTheTokensOfHostFedSteps) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string name : {"gqa", "sliding_window"}) {
+    auto gpu = load_fixture_model(name, {}, "cuda");
+    ASSERT_NE(gpu, nullptr);
+    const Inputs in = read_inputs(fixture_dir(reference_case(name)) + "/inputs.json");
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+    for (int sampled = 0; sampled < 2; ++sampled) {
+      GenerationConfig gen;
+      gen.max_new_tokens = 16;
+      gen.sampling.greedy = sampled == 0;
+      gen.sampling.temperature = 0.8f;
+      gen.sampling.seed = 9;
+      gen.decode_ahead = false;
+      auto full = generate(*gpu, prompts, gen);
+      ASSERT_TRUE(full.ok()) << full.status().message();
+      for (int ending = 0; ending < 3; ++ending) {  // a stop token, the callback, the length
+        GenerationConfig g = gen;
+        if (ending == 0) g.stop_token_ids = {full->new_tokens[0][4]};
+        int seen = 0;
+        if (ending == 1) g.on_token = [&](int64_t, int32_t) { return ++seen < 7; };
+        std::vector<GenerationResult> results;
+        for (bool ahead : {false, true}) {
+          g.decode_ahead = ahead;
+          seen = 0;
+          auto r = generate(*gpu, prompts, g);
+          ASSERT_TRUE(r.ok()) << r.status().message();
+          results.push_back(*r);
+        }
+        const std::string where =
+            name + " sampled " + std::to_string(sampled) + " ending " + std::to_string(ending);
+        EXPECT_EQ(results[0].new_tokens, results[1].new_tokens) << where;
+        EXPECT_EQ(results[0].finish_reasons, results[1].finish_reasons) << where;
+        EXPECT_EQ(gpu->started_steps(), 0) << where;
+      }
+    }
+    // A step started and taken back before each kept one, against none.
+    auto sampler = gpu->new_sampler({SamplingRow{/*greedy=*/true}});
+    ASSERT_TRUE(sampler.ok());
+    ForwardOptions sample;
+    sample.all_logits = false;
+    sample.sampler = &*sampler;
+    const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7, 7, 3, 4};
+    const std::vector<uint8_t> one = {1};
+    std::vector<std::vector<float>> logits(2);
+    for (int pass = 0; pass < 2; ++pass) {
+      auto cache = gpu->new_cache(1, 32);
+      ASSERT_TRUE(cache.ok());
+      auto out = gpu->forward(prompt, std::vector<uint8_t>(prompt.size(), 1), 1, *cache, sample);
+      ASSERT_TRUE(out.ok()) << out.status().message();
+      std::vector<int32_t> token = out->token_ids;
+      for (int step = 0; step < 3; ++step) {
+        if (pass == 1) {
+          ASSERT_TRUE(gpu->start_step(*cache, sample).ok());
+          ASSERT_TRUE(gpu->cancel_steps(*cache).ok());
+        }
+        auto next = gpu->forward(token, one, 1, *cache, sample);
+        ASSERT_TRUE(next.ok()) << next.status().message();
+        token = next->token_ids;
+      }
+      auto last = gpu->forward(token, one, 1, *cache);
+      ASSERT_TRUE(last.ok()) << last.status().message();
+      logits[pass] = last->logits;
+    }
+    EXPECT_EQ(logits[0], logits[1]) << name;
+  }
+}
+
 }  // namespace
 }  // namespace mistral::testing

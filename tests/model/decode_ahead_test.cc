@@ -159,7 +159,9 @@ TEST(DecodeAhead, StartedStepsReturnTheTokensOfHostFedSteps) {
     std::vector<int32_t> last = out->token_ids;
     for (int step = 0; step < 4; ++step) {
       if (ahead == 1) {
-        if (step == 0) ASSERT_TRUE(model.start_step(*cache, sampled_last(*sampler)).ok());
+        if (step == 0) {
+          ASSERT_TRUE(model.start_step(*cache, sampled_last(*sampler)).ok());
+        }
         ASSERT_TRUE(model.start_step(*cache, sampled_last(*sampler)).ok());
         EXPECT_EQ(model.started_steps(), 2);
         EXPECT_GT(device.backend->queued(), 0u);  // nothing ran: the host waited for nothing
