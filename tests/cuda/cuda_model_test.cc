@@ -113,8 +113,7 @@ TEST_P(CudaModelTest, GreedyGenerationFollowsTheBf16Rule) {
   ASSERT_NE(gpu, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   nlohmann::json greedy = read_json(ref + "/greedy.json");
-  std::vector<std::vector<int32_t>> prompts;
-  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  const std::vector<std::vector<int32_t>> prompts = in.rows();
   GenerationConfig gen;
   gen.max_new_tokens = greedy["max_new_tokens"].get<int64_t>();
   gen.sampling.greedy = true;
@@ -377,8 +376,7 @@ TEST(CudaModelExtras, DeviceSamplingPicksTheHostTokens) {
     ASSERT_NE(gpu, nullptr);
     ASSERT_TRUE(gpu->backend().supports_sampling());
     const Inputs in = read_inputs(fixture_dir(reference_case(name)) + "/inputs.json");
-    std::vector<std::vector<int32_t>> prompts;
-    for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+    const std::vector<std::vector<int32_t>> prompts = in.rows();
     for (int mode = 0; mode < 3; ++mode) {
       GenerationConfig gen;
       gen.max_new_tokens = 24;
@@ -407,8 +405,7 @@ TEST(CudaModelExtras, DecodeAheadGivesTheTokensOfHostFedSteps) {
     auto gpu = load_fixture_model(name, {}, "cuda");
     ASSERT_NE(gpu, nullptr);
     const Inputs in = read_inputs(fixture_dir(reference_case(name)) + "/inputs.json");
-    std::vector<std::vector<int32_t>> prompts;
-    for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+    const std::vector<std::vector<int32_t>> prompts = in.rows();
     for (int sampled = 0; sampled < 2; ++sampled) {
       GenerationConfig gen;
       gen.max_new_tokens = 16;

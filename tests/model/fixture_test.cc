@@ -86,8 +86,7 @@ TEST_P(FixtureTest, GreedyTokensAndStepLogitsMatchTransformers) {
   Inputs in = read_inputs(ref + "/inputs.json");
   nlohmann::json greedy = read_json(ref + "/greedy.json");
   const int64_t n = greedy["max_new_tokens"].get<int64_t>();
-  std::vector<std::vector<int32_t>> prompts;
-  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  const std::vector<std::vector<int32_t>> prompts = in.rows();
 
   GenerationConfig gen;
   gen.max_new_tokens = n;
@@ -184,8 +183,7 @@ TEST(FixtureExtras, Bf16MatchesTransformersBf16) {
   EXPECT_EQ(model->weights().layers[0].wq.dtype, DType::kBF16);  // used in place, not widened
   Inputs in = read_inputs(fixture_dir("bf16") + "/inputs.json");
   nlohmann::json greedy = read_json(fixture_dir("bf16") + "/greedy_bf16.json");
-  std::vector<std::vector<int32_t>> prompts;
-  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  const std::vector<std::vector<int32_t>> prompts = in.rows();
   GenerationConfig gen;
   gen.max_new_tokens = greedy["max_new_tokens"].get<int64_t>();
   gen.sampling.greedy = true;

@@ -65,6 +65,11 @@ struct Inputs {
     }
     return out;
   }
+  std::vector<std::vector<int32_t>> rows() const {  // real tokens of every row: the prompts
+    std::vector<std::vector<int32_t>> out;
+    for (int64_t b = 0; b < batch; ++b) out.push_back(row(b));
+    return out;
+  }
 };
 
 inline Inputs read_inputs(const std::string& path) {

@@ -104,8 +104,7 @@ TEST_P(HalfKvCacheTest, GreedyTokensMatchTransformers) {
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(ref + "/inputs.json");
   nlohmann::json greedy = read_json(ref + "/greedy.json");
-  std::vector<std::vector<int32_t>> prompts;
-  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  const std::vector<std::vector<int32_t>> prompts = in.rows();
   GenerationConfig gen;
   gen.max_new_tokens = greedy["max_new_tokens"].get<int64_t>();
   gen.sampling.greedy = true;
@@ -167,8 +166,7 @@ TEST(NarrowKvCacheExtras, Bf16ModelWithBf16CacheMatchesTransformersBf16) {
   ASSERT_NE(model, nullptr);
   Inputs in = read_inputs(fixture_dir("bf16") + "/inputs.json");
   nlohmann::json greedy = read_json(fixture_dir("bf16") + "/greedy_bf16.json");
-  std::vector<std::vector<int32_t>> prompts;
-  for (int64_t b = 0; b < in.batch; ++b) prompts.push_back(in.row(b));
+  const std::vector<std::vector<int32_t>> prompts = in.rows();
   GenerationConfig gen;
   gen.max_new_tokens = greedy["max_new_tokens"].get<int64_t>();
   gen.sampling.greedy = true;
