@@ -5,6 +5,7 @@
 # so drift in clocks falls on both), bf16 at batch 32, and HF transformers (bf16,
 # batch 1, same shapes) as the peer. First runs the GPU model tests (cuda_model_test), which
 # check that decode ahead gives the tokens of host-fed steps.
+# Every run's JSON ends up in OUT_DIR/runs.json.
 # Usage (repository root, after stage_device.sh and `source bench/cuda/device_env.sh`):
 #   bench/cuda/decode_ahead.sh OUT_DIR [WORK_DIR]
 set -uo pipefail
@@ -46,3 +47,20 @@ for ahead in true false; do
   runs=$((runs + 1)); cp "$out/run.json" "$out/$runs-bf16-b32-ahead-$ahead.json"
 done
 date -u
+# One file for every run's JSON (a GPU call returns only a few files of OUT_DIR).
+python3 - "$out" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+runs = {}
+for path in sorted(glob.glob(os.path.join(out, "*.json"))):
+    name = os.path.basename(path)[:-5]
+    if name == "run":
+        continue
+    try:
+        runs[name] = json.load(open(path))
+    except ValueError as e:
+        runs[name] = {"error": str(e)}
+    os.remove(path)
+json.dump(runs, open(os.path.join(out, "runs.json"), "w"), indent=1)
+PY
+rm -f "$out/run.json" "$out/run.err"
