@@ -56,21 +56,12 @@ python3 .device_cuda/hf_bench.py "$work/m7b" --batch 32 --prompt-tokens 128 --ne
   --runs 2 > "$runs/hf-bf16-b32.json" 2> "$runs/hf-bf16-b32.err"
 echo "hf: $((SECONDS - start)) s"
 fi
-python3 - "$runs" "$out" <<'PY' | tee "$out/summary.txt"
-import glob, json, os, sys
-runs, out = sys.argv[1], sys.argv[2]
-def load(name):
-    try:
-        return json.load(open(os.path.join(runs, name + ".json")))
-    except Exception as e:  # a run that failed keeps the end of its stderr
-        err = os.path.join(runs, name + ".err")
-        tail = open(err).read()[-2000:] if os.path.exists(err) else ""
-        return {"error": f"{e}: {tail}"}
-names = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(runs, "*.json")))
-json.dump({n: load(n) for n in names}, open(os.path.join(out, "results.json"), "w"), indent=1)
+python3 "$(dirname "$0")/gather_runs.py" "$runs" "$out/results.json"
+python3 - "$out/results.json" <<'PY' | tee "$out/summary.txt"
+import json, sys
+results = json.load(open(sys.argv[1]))
 print("run                            prefill tok/s  TTFT ms  first-run TTFT ms  decode tok/s  first-run decode  BW frac")
-for name in names:
-    r = load(name)
+for name, r in results.items():
     if "error" in r:
         print(f"{name:30} failed: {r['error']}")
         continue

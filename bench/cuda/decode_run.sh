@@ -1,7 +1,8 @@
 # Sourced by the decode sweeps (decode_knobs.sh): makes the random 7B in
 # $work/m7b once, and decode LABEL ARGS... runs `mistral bench --device cuda` on it (128 decode
-# steps, best of 2, ARGS added) and prints LABEL, decode tok/s and ms per token. Needs $out (for
-# the run's JSON and stderr), $work and $bin (the mistral binary).
+# steps, best of 2, ARGS added) and prints LABEL, decode tok/s and ms per token (report LABEL JSON
+# prints that line for any bench JSON). Needs $out (for the run's JSON and stderr, run.json and
+# run.err), $work and $bin (the mistral binary).
 mkdir -p "$out" "$work"
 [[ -f "$work/m7b/config.json" ]] ||
   "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null
@@ -9,6 +10,9 @@ decode() {
   local label=$1; shift
   "$bin" bench --device cuda --model "$work/m7b" --new-tokens 128 --runs 2 "$@" \
     > "$out/run.json" 2> "$out/run.err" || { echo "$label: failed"; tail -3 "$out/run.err"; return; }
+  report "$label" "$out/run.json"
+}
+report() {  # LABEL JSON
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); t=d['decode_tok_s']; \
-print(f'{sys.argv[2]:55s} {t:8.1f} tok/s {1000/t:7.3f} ms', flush=True)" "$out/run.json" "$label"
+print(f'{sys.argv[2]:55s} {t:8.1f} tok/s {1000/t:7.3f} ms', flush=True)" "$2" "$1"
 }
