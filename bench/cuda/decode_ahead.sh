@@ -23,7 +23,8 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_ver
   --format=csv,noheader
 date -u
 "$dir/cuda_model_test" > "$out/cuda_model_test.log" 2>&1
-echo "cuda_model_test exit $?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_model_test.log" | tr '\n' ' ')"
+echo "cuda_model_test exit $?:" \
+  "$(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_model_test.log" | tr '\n' ' ')"
 grep -E '^\[  FAILED  \]' "$out/cuda_model_test.log" | head -20
 run_ahead() {  # NAME AHEAD ARGS...: one bench run, its JSON and stderr kept as N-NAME-ahead-AHEAD
   local name=$1 ahead=$2; shift 2

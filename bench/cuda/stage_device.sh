@@ -17,8 +17,8 @@ for bin in apps/cli/mistral tests/cuda/cuda_model_test tests/cuda/cuda_kernels_t
            bench/cuda/gemv_bench bench/cuda/boundary_bench; do
   if [[ -x "$build/$bin" ]]; then cp "$build/$bin" "$dest/"; fi
 done
-cp bench/cuda/run_device.sh bench/cuda/sass_loops.py bench/cuda/hf_bench.py bench/cuda/gather_runs.py \
-   bench/cuda/bench_vs_hf.sh "$dest/" 2>/dev/null || true
+cp bench/cuda/run_device.sh bench/cuda/sass_loops.py bench/cuda/hf_bench.py \
+   bench/cuda/gather_runs.py bench/cuda/bench_vs_hf.sh "$dest/" 2>/dev/null || true
 for bin in "$dest"/mistral "$dest"/cuda_*test "$dest"/gemv_bench "$dest"/boundary_bench; do
   [[ -x "$bin" ]] || continue
   ldd "$bin" | awk '/=> \// {print $3}'
