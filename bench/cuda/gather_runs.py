@@ -27,6 +27,8 @@ def main():
     if len(sys.argv) != 3:
         sys.exit("usage: gather_runs.py RUNS_DIR OUT_JSON")
     runs, out = sys.argv[1], sys.argv[2]
+    if not os.path.isdir(runs):
+        sys.exit(f"gather_runs.py: RUNS_DIR {runs}: not a directory")
     names = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(runs, "*.json")))
     with open(out, "w") as f:
         json.dump({n: load(runs, n) for n in names}, f, indent=1)
