@@ -18,7 +18,6 @@ here=$(dirname "$0")
 source "$here/decode_run.sh"
 runs=$work/ahead-runs
 rm -rf "$runs" && mkdir -p "$runs"
-count=0
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
   --format=csv,noheader
 date -u
@@ -29,10 +28,7 @@ grep -E '^\[  FAILED  \]' "$out/cuda_model_test.log" | head -20
 run_ahead() {  # NAME AHEAD ARGS...: one bench run, its JSON and stderr kept as N-NAME-ahead-AHEAD
   local name=$1 ahead=$2; shift 2
   decode "$name, decode ahead $ahead" "$@" --decode-ahead "$ahead"
-  count=$((count + 1))
-  local file=$runs/$(printf %02d "$count")-$name-ahead-$ahead
-  cp "$out/run.json" "$file.json"
-  cp "$out/run.err" "$file.err"
+  keep_run "$name-ahead-$ahead"
 }
 run_pair() {  # WEIGHTS ORDER...: batch 1, decode ahead on and off in the order given
   local w=$1; shift

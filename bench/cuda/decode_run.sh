@@ -2,7 +2,8 @@
 # $work/m7b once, and decode LABEL ARGS... runs `mistral bench --device cuda` on it (128 decode
 # steps, best of 2, ARGS added) and prints LABEL, decode tok/s and ms per token (report LABEL JSON
 # prints that line for any bench JSON). Needs $out (for the run's JSON and stderr, run.json and
-# run.err), $work and $bin (the mistral binary).
+# run.err), $work and $bin (the mistral binary). keep_run NAME copies the last run's JSON and
+# stderr to $runs/NN-NAME.{json,err} (NN counts up), for gather_runs.py.
 mkdir -p "$out" "$work"
 [[ -f "$work/m7b/config.json" ]] ||
   "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null
@@ -15,4 +16,10 @@ decode() {
 report() {  # LABEL JSON
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); t=d['decode_tok_s']; \
 print(f'{sys.argv[2]:55s} {t:8.1f} tok/s {1000/t:7.3f} ms', flush=True)" "$2" "$1"
+}
+keep_run() {  # NAME
+  count=$((${count:-0} + 1))
+  local file=$runs/$(printf %02d "$count")-$1
+  cp "$out/run.json" "$file.json" 2> /dev/null
+  cp "$out/run.err" "$file.err"
 }
