@@ -20,6 +20,6 @@ print(f'{sys.argv[2]:55s} {t:8.1f} tok/s {1000/t:7.3f} ms', flush=True)" "$2" "$
 keep_run() {  # NAME
   count=$((${count:-0} + 1))
   local file=$runs/$(printf %02d "$count")-$1
-  cp "$out/run.json" "$file.json" 2> /dev/null
+  cp "$out/run.json" "$file.json"
   cp "$out/run.err" "$file.err"
 }

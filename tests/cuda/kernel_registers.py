@@ -7,7 +7,9 @@ Each instance must fit its blocks per SM: at most 64 registers a thread (int8 / 
 small edit can move it past 64, which halves the blocks an SM holds: bench/RESULTS.md
 (2026-12-07, "Weight rounds preloaded") saw the int4 gate|up kernel go to 66 that way.
 
-Compiles the file for one architecture with `-Xptxas -v` and reads ptxas's report.
+Compiles the file for one architecture with `-Xptxas -v` and reads ptxas's report. The flags
+below are the Release build's that bear on code generation (src/backend/cuda/CMakeLists.txt and
+the top-level CMakeLists.txt); keep them in step.
 Usage: kernel_registers.py --nvcc NVCC --include SRC_DIR --source FILE [--arch 90]
        [--max-registers 64]
 """
@@ -41,7 +43,7 @@ def kernels(report):
     for line in report.splitlines():
         entry = re.search(r"Compiling entry function '([^']*)'", line)
         if entry:
-            name = entry.group(1)
+            name, spill = entry.group(1), None  # ptxas reports spills, then registers
             continue
         spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if spills and name:
@@ -50,6 +52,8 @@ def kernels(report):
         if used and name:
             match = KERNEL.search(name)
             if match:
+                if spill is None:
+                    sys.exit(f"kernel_registers: ptxas gave no spill line for {name}")
                 f, out_type, norm, output, warps = match.groups()
                 what = (f"{FORMATS[f]} {'float' if out_type.endswith('f') else 'bf16'} out, "
                         f"{'norm' if norm == '1' else 'no norm'}, {OUTPUTS[output]}, "
