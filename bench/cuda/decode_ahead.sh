@@ -16,11 +16,7 @@ dir=${DEVICE_DIR:-.device_cuda}
 bin=$dir/mistral
 here=$(dirname "$0")
 source "$here/decode_run.sh"
-runs=$work/ahead-runs
-rm -rf "$runs" && mkdir -p "$runs"
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
-  --format=csv,noheader
-date -u
+start_sweep ahead-runs
 "$dir/cuda_model_test" > "$out/cuda_model_test.log" 2>&1
 echo "cuda_model_test exit $?:" \
   "$(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_model_test.log" | tr '\n' ' ')"

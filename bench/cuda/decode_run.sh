@@ -3,7 +3,8 @@
 # steps, best of 2, ARGS added) and prints LABEL, decode tok/s and ms per token (report LABEL JSON
 # prints that line for any bench JSON). Needs $out (for the run's JSON and stderr, run.json and
 # run.err), $work and $bin (the mistral binary). keep_run NAME copies the last run's JSON and
-# stderr to $runs/NN-NAME.{json,err} (NN counts up), for gather_runs.py.
+# stderr to $runs/NN-NAME.{json,err} (NN counts up), for gather_runs.py; start_sweep NAME sets
+# $runs to an empty $work/NAME and prints the GPU and the time.
 mkdir -p "$out" "$work"
 [[ -f "$work/m7b/config.json" ]] ||
   "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null
@@ -22,4 +23,11 @@ keep_run() {  # NAME
   local file=$runs/$(printf %02d "$count")-$1
   cp "$out/run.json" "$file.json"
   cp "$out/run.err" "$file.err"
+}
+start_sweep() {  # NAME
+  runs=$work/$1
+  rm -rf "$runs" && mkdir -p "$runs"
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
+    --format=csv,noheader
+  date -u
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -185,17 +186,80 @@ TEST_F(CudaTest, GemvIsBatchInvariantAndDeterministic) {
 }
 
 TEST_F(CudaTest, DequantizeGivesBf16OfScaleTimesQ) {
+  // (n, k, first row, end row): a row shorter than a block of threads; more rows than the grid's
+  // y extent (65,535), which the blocks stride over; a row over two blocks, the second part-full.
+  struct Case {
+    int64_t n, k, begin, end;
+  };
+  uint32_t seed = 11;
   for (WeightFormat f : kFormats) {
-    const TestWeight w = make_weight(f, 37, 96, 11);
-    DeviceBuffer out = poisoned(30 * 96 * sizeof(bf16));
-    dequantize(ctx(), w.device(), 5, 35, out.as<bf16>());
-    const std::vector<BF16> got = download<BF16>(out, 30 * 96);
-    for (int64_t i = 0; i < 30 * 96; ++i) {
-      // scale * q is exact in float32 (11 + 8 significant bits), then rounded to bf16.
-      const BF16 want = float_to_bf16(static_cast<float>(w.dequant[5 * 96 + i]));
-      ASSERT_EQ(got[i].bits, want.bits) << weight_format_name(f) << " element " << i;
+    for (const Case c : {Case{37, 96, 5, 35}, Case{70000, 32, 1, 70000}, Case{20, 2112, 3, 20}}) {
+      const TestWeight w = make_weight(f, c.n, c.k, seed++);
+      const int64_t count = (c.end - c.begin) * c.k;
+      DeviceBuffer out = poisoned(count * sizeof(bf16));
+      dequantize(ctx(), w.device(), c.begin, c.end, out.as<bf16>());
+      const std::vector<BF16> got = download<BF16>(out, count);
+      for (int64_t i = 0; i < count; ++i) {
+        // scale * q is exact in float32 (11 + 8 significant bits), then rounded to bf16.
+        const BF16 want = float_to_bf16(static_cast<float>(w.dequant[c.begin * c.k + i]));
+        ASSERT_EQ(got[i].bits, want.bits)
+            << weight_format_name(f) << " n=" << c.n << " k=" << c.k << " element " << i;
+      }
     }
   }
+}
+
+TEST(DequantTileRows, EqualTilesOfWholeSixteensWithinTheBudgetAndTheScratch) {
+  constexpr size_t kMiB = size_t{1} << 20;
+  // 7B gate|up (28,672 rows of 8 KB) in 25 MiB tiles: 3,200 rows at most, 9 tiles of 3,200.
+  EXPECT_EQ(dequant_tile_rows(28672, 4096, 64 * kMiB, 25 * kMiB), 3200);
+  // 7B down (4,096 rows of 28 KB): 912 rows at most, 5 tiles of 832 (the last 768).
+  EXPECT_EQ(dequant_tile_rows(4096, 14336, 64 * kMiB, 25 * kMiB), 832);
+  // The scratch is the bound when it is the smaller; a whole W in one tile when it fits.
+  EXPECT_EQ(dequant_tile_rows(28672, 4096, 16 * kMiB, 64 * kMiB), 2048);
+  EXPECT_EQ(dequant_tile_rows(6144, 4096, 64 * kMiB, 64 * kMiB), 6144);
+  EXPECT_EQ(dequant_tile_rows(17, 96, 64 * kMiB, 64 * kMiB), 32);
+  // A budget under 16 rows still takes 16 when the scratch holds them; none when it does not.
+  EXPECT_EQ(dequant_tile_rows(100, 4096, 64 * kMiB, 1024), 16);
+  EXPECT_EQ(dequant_tile_rows(100, 4096, 15 * 8192, 64 * kMiB), 0);
+  for (int64_t n : {1, 15, 16, 17, 300, 4097, 28672}) {
+    for (int64_t k : {32, 96, 4096, 14336}) {
+      for (size_t budget : {size_t{48} << 10, 3 * kMiB, 25 * kMiB}) {
+        const int64_t rows = dequant_tile_rows(n, k, 64 * kMiB, budget);
+        const std::string what = "n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                 " budget=" + std::to_string(budget);
+        ASSERT_GT(rows, 0) << what;
+        EXPECT_EQ(rows % 16, 0) << what;
+        EXPECT_LE(rows * k * 2, std::max<int64_t>(int64_t(budget), 16 * k * 2)) << what;
+        // Equal tiles: as many as the budget's rows need, and the last one not smaller by a tile.
+        const int64_t most = std::max<int64_t>(int64_t(budget) / (k * 2) / 16, 1) * 16;
+        EXPECT_EQ((n + rows - 1) / rows, (n + most - 1) / most) << what;
+      }
+    }
+  }
+}
+
+TEST(GemmScratchBytes, OneTileOfAQuantizedWeightWithinTheCapAndNoneForBf16) {
+  if (std::getenv("MISTRAL_DEQUANT_TILE_MB") != nullptr) GTEST_SKIP() << "tile size overridden";
+  DeviceWeight w;
+  w.n = 300;
+  w.k = 256;
+  w.format = WeightFormat::kBF16;
+  EXPECT_EQ(gemm_scratch_bytes(w), 0u);
+  for (WeightFormat f : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    w.format = f;
+    EXPECT_EQ(gemm_scratch_bytes(w), 304u * 256 * 2) << weight_format_name(f);  // 300 rows -> 304
+    w.n = 28672;  // 7B gate|up: 224 MiB of bf16, one tile
+    w.k = 4096;
+    EXPECT_EQ(gemm_scratch_bytes(w), size_t{28672} * 4096 * 2) << weight_format_name(f);
+    w.n = 300;
+    w.k = 256;
+  }
+  w.n = 100000;  // 800 MiB of bf16: tiles of at most kDequantTileMB
+  w.k = 4096;
+  const size_t cap = size_t{kDequantTileMB} << 20;
+  EXPECT_LE(gemm_scratch_bytes(w), cap);
+  EXPECT_GT(gemm_scratch_bytes(w), cap / 2);
 }
 
 TEST_F(CudaTest, GemmMatchesReferenceForEveryFormatAndOutputType) {

@@ -226,7 +226,9 @@ class CudaBackend final : public Backend {
         return error(what + ": in_features " + std::to_string(k) +
                      " is not a multiple of 32, which the quantized CUDA kernels need");
       }
-      return upload_tensor(host, stream_, what);
+      MISTRAL_ASSIGN_OR_RETURN(Tensor t, upload_tensor(host, stream_, what));
+      MISTRAL_RETURN_IF_ERROR(reserve_tiles(t, what));
+      return t;
     }
     if (k % 8 != 0) {
       return error(what + ": in_features " + std::to_string(k) +
@@ -294,19 +296,20 @@ class CudaBackend final : public Backend {
       }
       out.push_back(std::move(view));
     }
+    MISTRAL_RETURN_IF_ERROR(reserve_tiles(whole, what));
     return out;
   }
 
   void matmul(const void* x, int64_t m, const Tensor& w, void* y) override {
     const DeviceWeight d = device_weight(w);
     if (quantizes_in_gemv(d, m)) return gemv_fused(*ctx_, act(x), d, GemvFusion(), act(y));
-    reserve_gemv_scratch(d, m);
+    reserve_linear_scratch(d, m);
     linear(*ctx_, act(x), m, d, act(y));
   }
   void matmul_f32_out(const void* x, int64_t m, const Tensor& w, float* y) override {
     const DeviceWeight d = device_weight(w);
     if (quantizes_in_gemv(d, m)) return gemv_fused(*ctx_, act(x), d, GemvFusion(), y);
-    reserve_gemv_scratch(d, m);
+    reserve_linear_scratch(d, m);
     linear(*ctx_, act(x), m, d, y);
   }
   // One row: the norm, residual add or SwiGLU in the GEMV's kernel (gemv_fused); else the ops
@@ -502,8 +505,17 @@ class CudaBackend final : public Backend {
     return fuse_enabled_ && m == 1 && w.format != WeightFormat::kBF16 &&
            gemv_fused_supported(w, GemvFusion());
   }
-  void reserve_gemv_scratch(const DeviceWeight& w, int64_t m) {
-    if (m <= kMaxGemvRows) reserve(gemv_scratch_bytes(*ctx_, w));
+  // The scratch a quantized weight's prefill GEMM takes for its dequantized tiles, at load.
+  Status reserve_tiles(const Tensor& w, const std::string& what) {
+    if (!w.quantized()) return Status::ok_status();
+    const Status s = ctx_->reserve_scratch(gemm_scratch_bytes(device_weight(w)));
+    if (!s.ok()) return error(what + ": scratch for its dequantized GEMM tiles: " + s.message());
+    return s;
+  }
+  // The scratch linear() needs for m rows of x: gemv's, or gemm's dequantized tiles. (Weights
+  // reserve their tiles when placed, so that the first prefill does not wait for the allocation.)
+  void reserve_linear_scratch(const DeviceWeight& w, int64_t m) {
+    reserve(m <= kMaxGemvRows ? gemv_scratch_bytes(*ctx_, w) : gemm_scratch_bytes(w));
   }
   // The scratch decode attention needs for these parameters, when it is the kernel cuda::attention
   // takes for them.

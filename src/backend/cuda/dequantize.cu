@@ -1,8 +1,11 @@
 // Expands rows of a weight matrix to bf16 for the prefill GEMM's dequantize-then-cuBLASLt path.
-// One thread per group of 32 elements (int8: 32 bytes, int4: 16 bytes), float32 scale * q rounded
-// once to bf16.
+// One thread per 8 outputs, float32 scale * q rounded once to bf16: a warp's stores are 512
+// contiguous bytes (a thread per group of 32, storing 64 bytes, left each store instruction
+// spread over 2 KB in 32 half-filled sectors).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
@@ -12,45 +15,48 @@
 namespace mistral::cuda {
 namespace {
 
+constexpr int kThreads = 256;
+constexpr int kMaxRowBlocks = 65535;  // grid y: rows y, y + gridDim.y, ...
+
+// Piece p (8 outputs) of a row is part p % 4 of group p / 4. int8: bytes 8 (p % 4) onward of the
+// group's 32. int4: byte j of a group's 16 holds element j in its low nibble and j + 16 in its
+// high one, so parts 0 and 1 are the low nibbles of bytes 0-7 and 8-15, parts 2 and 3 the high.
 template <WeightFormat F>
 __global__ void dequantize_kernel(const uint8_t* __restrict__ data,
                                   const __half* __restrict__ scales, int64_t k, int64_t row_begin,
                                   int64_t rows, bf16* __restrict__ out) {
   device::begin_after_prior_kernels();
+  const int pieces = static_cast<int>(k / 8);
+  const int piece = blockIdx.x * kThreads + threadIdx.x;
+  if (piece >= pieces) return;
+  const int grp = piece / 4, part = piece % 4;
   const int64_t groups = k / kQuantGroup;
-  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= rows * groups) return;
-  const int64_t r = idx / groups, grp = idx % groups;
-  const int64_t src_row = row_begin + r;
-  const float s = __half2float(scales[src_row * groups + grp]);
-  float v[32];
-  if constexpr (F == WeightFormat::kInt8) {
-    const uint4* p = reinterpret_cast<const uint4*>(data + src_row * k + grp * 32);
-    const uint4 lo = p[0], hi = p[1];
-    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int64_t src_row = row_begin + r;
+    const float s = __half2float(scales[src_row * groups + grp]);
+    float v[8];
+    if constexpr (F == WeightFormat::kInt8) {
+      const uint2 q = *reinterpret_cast<const uint2*>(data + src_row * k + int64_t{piece} * 8);
+      const uint32_t words[2] = {q.x, q.y};
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      v[i] = static_cast<float>(static_cast<int8_t>(words[i / 4] >> (8 * (i % 4))));
+      for (int i = 0; i < 8; ++i) {
+        v[i] = static_cast<float>(static_cast<int8_t>(words[i / 4] >> (8 * (i % 4))));
+      }
+    } else {
+      const uint2 q = *reinterpret_cast<const uint2*>(data + src_row * (k / 2) + int64_t{grp} * 16 +
+                                                      (part % 2) * 8);
+      const uint32_t words[2] = {q.x, q.y};
+      const int shift = part < 2 ? 0 : 4;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        v[i] = static_cast<float>(static_cast<int>((words[i / 4] >> (8 * (i % 4) + shift)) & 0xfu) -
+                                  8);
+      }
     }
-  } else {
-    const uint4 q = *reinterpret_cast<const uint4*>(data + src_row * (k / 2) + grp * 16);
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const uint32_t byte = (words[j / 4] >> (8 * (j % 4))) & 0xffu;
-      v[j] = static_cast<float>(static_cast<int>(byte & 0xfu) - 8);
-      v[j + 16] = static_cast<float>(static_cast<int>(byte >> 4) - 8);
-    }
-  }
-  uint4* dst = reinterpret_cast<uint4*>(out + r * k + grp * 32);
-#pragma unroll
-  for (int c = 0; c < 4; ++c) {
     __nv_bfloat162 pairs[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      pairs[i] = __floats2bfloat162_rn(s * v[8 * c + 2 * i], s * v[8 * c + 2 * i + 1]);
-    }
-    dst[c] = *reinterpret_cast<const uint4*>(pairs);
+    for (int i = 0; i < 4; ++i) pairs[i] = __floats2bfloat162_rn(s * v[2 * i], s * v[2 * i + 1]);
+    reinterpret_cast<uint4*>(out + r * k)[piece] = *reinterpret_cast<const uint4*>(pairs);
   }
 }
 
@@ -70,15 +76,14 @@ void dequantize(KernelContext& ctx, const DeviceWeight& w, int64_t row_begin, in
     return;
   }
   MISTRAL_CHECK(w.k % kQuantGroup == 0 && w.scales != nullptr) << "bad quantized weight";
-  const int64_t work = rows * (w.k / kQuantGroup);
-  const int threads = 256;
-  const auto blocks = static_cast<unsigned>((work + threads - 1) / threads);
+  const dim3 blocks(static_cast<unsigned>((w.k / 8 + kThreads - 1) / kThreads),
+                    static_cast<unsigned>(std::min<int64_t>(rows, kMaxRowBlocks)));
   const auto* data = static_cast<const uint8_t*>(w.data);
   if (w.format == WeightFormat::kInt8) {
-    launch_kernel(ctx, dequantize_kernel<WeightFormat::kInt8>, blocks, threads, 0, data, w.scales,
+    launch_kernel(ctx, dequantize_kernel<WeightFormat::kInt8>, blocks, kThreads, 0, data, w.scales,
                   w.k, row_begin, rows, out);
   } else {
-    launch_kernel(ctx, dequantize_kernel<WeightFormat::kInt4>, blocks, threads, 0, data, w.scales,
+    launch_kernel(ctx, dequantize_kernel<WeightFormat::kInt4>, blocks, kThreads, 0, data, w.scales,
                   w.k, row_begin, rows, out);
   }
   MISTRAL_CUDA_CHECK_LAUNCH();

@@ -9,6 +9,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
+#include "core/env.h"
 
 namespace mistral::cuda {
 namespace {
@@ -87,6 +88,12 @@ void lt_matmul(KernelContext& ctx, const bf16* x, int64_t m, const bf16* w, int6
                                       ctx.cublas_workspace_bytes(), ctx.stream()));
 }
 
+// The most bytes of a dequantized tile: MISTRAL_DEQUANT_TILE_MB, else kDequantTileMB.
+size_t dequant_tile_bytes() {
+  static const int tile_mb = env_int("MISTRAL_DEQUANT_TILE_MB", kDequantTileMB);
+  return size_t(std::max(tile_mb, 1)) << 20;
+}
+
 template <typename OutT>
 void gemm_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y) {
   MISTRAL_CHECK(m >= 1 && w.n >= 1 && w.k >= 1) << "gemm m=" << m << " n=" << w.n << " k=" << w.k;
@@ -94,13 +101,11 @@ void gemm_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight&
     lt_matmul(ctx, x, m, static_cast<const bf16*>(w.data), w.n, w.k, y, w.n);
     return;
   }
-  // As many rows as the scratch holds, a multiple of 16 (cuBLASLt prefers aligned tiles).
-  const int64_t row_bytes = w.k * static_cast<int64_t>(sizeof(bf16));
-  int64_t chunk = static_cast<int64_t>(ctx.scratch_bytes()) / row_bytes / 16 * 16;
-  MISTRAL_CHECK(chunk >= 16) << "gemm of a " << weight_format_name(w.format)
-                             << " weight with k=" << w.k << " needs at least " << 16 * row_bytes
-                             << " bytes of scratch; call reserve_scratch first";
-  chunk = std::min(chunk, w.n);
+  const int64_t chunk = dequant_tile_rows(w.n, w.k, ctx.scratch_bytes(), dequant_tile_bytes());
+  MISTRAL_CHECK(chunk > 0) << "gemm of a " << weight_format_name(w.format)
+                           << " weight with k=" << w.k << " needs at least "
+                           << 16 * w.k * int64_t(sizeof(bf16))
+                           << " bytes of scratch; call reserve_scratch first";
   auto* tile = static_cast<bf16*>(ctx.scratch());
   for (int64_t r0 = 0; r0 < w.n; r0 += chunk) {
     const int64_t rows = std::min(chunk, w.n - r0);
@@ -111,6 +116,23 @@ void gemm_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight&
 
 }  // namespace
 
+int64_t dequant_tile_rows(int64_t n, int64_t k, size_t scratch_bytes, size_t tile_bytes) {
+  const int64_t row_bytes = k * static_cast<int64_t>(sizeof(bf16));
+  const auto scratch = static_cast<int64_t>(scratch_bytes);
+  const int64_t budget = std::min(scratch, static_cast<int64_t>(tile_bytes));
+  const int64_t most =
+      std::min(std::max<int64_t>(budget / row_bytes / 16, 1) * 16, scratch / row_bytes / 16 * 16);
+  if (most < 16) return 0;
+  const int64_t tiles = (n + most - 1) / most;
+  return std::min(most, ((n + tiles - 1) / tiles + 15) / 16 * 16);
+}
+
+size_t gemm_scratch_bytes(const DeviceWeight& w) {
+  if (w.format == WeightFormat::kBF16) return 0;
+  const int64_t rows = dequant_tile_rows(w.n, w.k, SIZE_MAX / 2, dequant_tile_bytes());
+  return static_cast<size_t>(rows * w.k) * sizeof(bf16);
+}
+
 void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
   gemm_impl(ctx, x, m, w, y);
 }
@@ -118,15 +140,23 @@ void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, b
   gemm_impl(ctx, x, m, w, y);
 }
 
+// The most rows of x linear() gives the GEMV: kMaxGemvRows, or MISTRAL_GEMV_MAX_ROWS (0 to
+// kMaxGemvRows) for comparisons of the two paths.
+static int64_t gemv_max_rows() {
+  static const int64_t rows = std::clamp<int64_t>(
+      env_int("MISTRAL_GEMV_MAX_ROWS", static_cast<int>(kMaxGemvRows)), 0, kMaxGemvRows);
+  return rows;
+}
+
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
-  if (m <= kMaxGemvRows) {
+  if (m <= gemv_max_rows()) {
     gemv(ctx, x, m, w, y);
   } else {
     gemm(ctx, x, m, w, y);
   }
 }
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y) {
-  if (m <= kMaxGemvRows) {
+  if (m <= gemv_max_rows()) {
     gemv(ctx, x, m, w, y);
   } else {
     gemm(ctx, x, m, w, y);

@@ -96,11 +96,22 @@ void gemv_fused(KernelContext& ctx, const bf16* x, const DeviceWeight& w, const 
 // Prefill GEMM y[m, n] = x[m, k] * W^T through cuBLASLt: bf16 inputs, float32 accumulation.
 // Quantized weights take a dequantize-to-bf16 path for now: tiles of rows of W are expanded to
 // bf16 (bf16(scale * q): one more rounding than gemv's exact expansion) in the context's scratch,
-// as many rows at a time as the scratch holds, then multiplied by cuBLASLt.
+// a tile at a time (dequant_tile_rows), each then multiplied by cuBLASLt.
 void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
 void gemm(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
 
-// gemv for m <= kMaxGemvRows, else gemm.
+// Rows of W per dequantized tile of gemm: at most tile_bytes of bf16 rows (but 16 rows at least)
+// and what the scratch holds, a multiple of 16 (cuBLASLt prefers aligned tiles), with the n rows
+// cut into tiles of equal size so that no GEMM gets a small remainder; 0 when the scratch holds no
+// 16 rows. gemm's tile_bytes: MISTRAL_DEQUANT_TILE_MB, else kDequantTileMB (MiB).
+inline constexpr int kDequantTileMB = 256;
+int64_t dequant_tile_rows(int64_t n, int64_t k, size_t scratch_bytes, size_t tile_bytes);
+// The scratch gemm uses for W's tiles when it has as much as it wants (0 for bf16 W). With less,
+// its tiles are smaller.
+size_t gemm_scratch_bytes(const DeviceWeight& w);
+
+// gemv for m <= kMaxGemvRows (or MISTRAL_GEMV_MAX_ROWS, 0 to kMaxGemvRows, for comparisons),
+// else gemm.
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
 
