@@ -1,16 +1,17 @@
 // Decode GEMV streaming whole rows of W: y[m, n] = x[m, k] * W^T for m <= 8.
 //
-// One warp per row of W at a time (8 warps per block, consecutive rows). Each lane reads 16-byte
-// pieces of the row (pieces lane, lane + 32, ...), issuing 4 loads (2 KB per warp) before it uses
-// any; W is read once, with no-L1-allocate loads, and x (a few KB, shared by every warp) through
-// the caches. Four loads per lane keep the registers at 36-54, so 32-56 warps fit an SM: on an
-// H200 this beat 8 loads (54-72 registers) end to end by 4% (bf16), 19% (int8) and 11% (int4);
-// 2 loads tied for bf16 and lost for int8/int4 (bench/RESULTS.md). Every kernel is started as a
-// programmatic dependent launch and issues its first weight loads before it waits for the
-// kernel before it (kernel_launch.h). Products are
-// summed in float32 with fmaf, element after element within a piece and piece after piece per
-// lane, then across lanes by a fixed xor-shuffle tree: the order does not depend on m, so a row
-// of x gives the same bits alone or in a batch, and on every run.
+// One warp per row of W at a time (8 warps per block, consecutive rows; bf16 with 3 or more rows
+// of x: two rows of W per warp, see rows_per_warp). Each lane reads 16-byte pieces of the row
+// (pieces lane, lane + 32, ...), issuing 4 loads (2 KB per warp) before it uses any; W is read
+// once, with no-L1-allocate loads, and x (a few KB, shared by every warp) through the caches. Four
+// loads per lane keep the bf16 registers at 40-64 with one row of W per warp (80-126 with two,
+// and half the warps): on an H200 this beat 8 loads (54-72 registers) end to end by 4% (bf16),
+// 19% (int8) and 11% (int4); 2 loads tied for bf16 and lost for int8/int4 (bench/RESULTS.md).
+// Every kernel is started as a programmatic dependent launch and issues its first weight loads
+// before it waits for the kernel before it (kernel_launch.h). Products are summed in float32
+// with fmaf, element after element within a piece and piece after piece per lane, then across
+// lanes by a fixed xor-shuffle tree: the order does not depend on m (nor on the rows of W per
+// warp), so a row of x gives the same bits alone or in a batch, and on every run.
 //
 // int8 / int4 weights: x is first quantized per row and group of 32 as the CPU backend does
 // (dx = max|x| / 127, xq = round-half-even(x * 127 / max|x|), into the context's scratch), so a
@@ -39,46 +40,72 @@ using namespace device;
 constexpr int kWarps = kRowWarps;
 constexpr int kInFlight = kRowLoadsInFlight;
 
-template <typename OutT, int M, int L>
+// P rows of W per warp (rows P * warp .. P * warp + P - 1 of the block's kWarps * P): each piece
+// of x is loaded and converted once for the P rows. Every (row of W, row of x) sum takes the same
+// products in the same order whatever P is, so P does not change the bits.
+template <typename OutT, int M, int L, int P>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_rows_kernel(const bf16* __restrict__ x, int64_t n, int k, const bf16* __restrict__ w,
                      OutT* __restrict__ y) {
   const int lane = threadIdx.x % 32;
-  const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t row0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * P;
   allow_next_kernel();
-  if (row >= n) return wait_for_prior_kernels();
-  const uint4* wr = reinterpret_cast<const uint4*>(w + row * int64_t(k));
+  if (row0 >= n) return wait_for_prior_kernels();
   const int pieces = k / 8;
-  float acc[M];
+  float acc[P][M];
+  uint4 wv[P][L];
 #pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  uint4 wv[L];
-  load_pieces(wr, pieces, 0, lane, wv);  // the weights: no kernel writes them
+  for (int p = 0; p < P; ++p) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) acc[p][r] = 0.0f;
+  }
+  // Row row0 + p of W (the first row stands in past n: loaded, never stored).
+  auto row_of = [&](int p) {
+    const int64_t row = row0 + p < n ? row0 + p : row0;
+    return reinterpret_cast<const uint4*>(w + row * int64_t(k));
+  };
+#pragma unroll
+  for (int p = 0; p < P; ++p) load_pieces(row_of(p), pieces, 0, lane, wv[p]);  // no kernel writes W
   wait_for_prior_kernels();
   for (int base = 0; base < pieces; base += 32 * L) {
-    if (base > 0) load_pieces(wr, pieces, base, lane, wv);
+    if (base > 0) {
+#pragma unroll
+      for (int p = 0; p < P; ++p) load_pieces(row_of(p), pieces, base, lane, wv[p]);
+    }
 #pragma unroll
     for (int i = 0; i < L; ++i) {
       const int c = base + i * 32 + lane;
       if (c < pieces) {
-        const bf16* we = reinterpret_cast<const bf16*>(&wv[i]);
-        float wf[8];
+        float wf[P][8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) wf[e] = __bfloat162float(we[e]);
+        for (int p = 0; p < P; ++p) {
+          const bf16* we = reinterpret_cast<const bf16*>(&wv[p][i]);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) wf[p][e] = __bfloat162float(we[e]);
+        }
 #pragma unroll
         for (int r = 0; r < M; ++r) {
           const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + int64_t(r) * k) + c);
           const bf16* xe = reinterpret_cast<const bf16*>(&xv);
+          float xf[8];
 #pragma unroll
-          for (int e = 0; e < 8; ++e) acc[r] = fmaf(wf[e], __bfloat162float(xe[e]), acc[r]);
+          for (int e = 0; e < 8; ++e) xf[e] = __bfloat162float(xe[e]);
+#pragma unroll
+          for (int p = 0; p < P; ++p) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[p][r] = fmaf(wf[p][e], xf[e], acc[p][r]);
+          }
         }
       }
     }
   }
 #pragma unroll
-  for (int r = 0; r < M; ++r) {
-    const float sum = warp_sum(acc[r]);
-    if (lane == 0) y[int64_t(r) * n + row] = from_float<OutT>(sum);
+  for (int p = 0; p < P; ++p) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      const float sum = warp_sum(acc[p][r]);
+      if (lane == 0 && row0 + p < n) y[int64_t(r) * n + row0 + p] = from_float<OutT>(sum);
+    }
   }
 }
 
@@ -257,12 +284,29 @@ void rows_quant(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight
   MISTRAL_CUDA_CHECK_LAUNCH();
 }
 
+// Rows of W per warp for m rows of x: 2 from 3 rows of x up, where each row of W converted every
+// piece of x to float again and the conversions took more issue slots than the products; 1 below
+// (MISTRAL_GEMV_ROW_PAIRS=0: 1 always). On an H100, bf16 decode at batch 8 went from 743 to
+// 938-945 tok/s, at batch 3 from 372 to 390; at batch 2 pairs lost (309 against 323): the warps
+// are halved there and the conversions are fewer (bench/RESULTS.md, 2026-12-07).
+template <int M>
+int rows_per_warp() {
+  static const bool pairs = env_enabled("MISTRAL_GEMV_ROW_PAIRS");
+  return M >= 3 && pairs ? 2 : 1;
+}
+
 template <typename OutT, int M>
 void launch_rows(KernelContext& ctx, const bf16* x, int64_t n, int k, const bf16* w, OutT* y) {
-  const auto blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  with_loads_in_flight([&](auto loads) {
-    launch_kernel(ctx, gemv_rows_kernel<OutT, M, loads()>, blocks, kWarps * 32, 0, x, n, k, w, y);
-  });
+  auto launch = [&](auto per_warp) {
+    constexpr int kP = decltype(per_warp)::value;
+    const auto blocks = static_cast<unsigned>((n + kWarps * kP - 1) / (kWarps * kP));
+    with_loads_in_flight([&](auto loads) {
+      launch_kernel(ctx, gemv_rows_kernel<OutT, M, loads(), kP>, blocks, kWarps * 32, 0, x, n, k, w,
+                    y);
+    });
+  };
+  if (rows_per_warp<M>() == 2) return launch(std::integral_constant<int, 2>());
+  launch(std::integral_constant<int, 1>());
 }
 
 template <typename OutT>
