@@ -296,7 +296,8 @@ class CudaBackend final : public Backend {
       }
       out.push_back(std::move(view));
     }
-    MISTRAL_RETURN_IF_ERROR(reserve_tiles(whole, what));
+    // The joined matrix serves single-row decode only (the GEMV); the parts take the GEMM.
+    for (size_t i = 1; i < out.size(); ++i) MISTRAL_RETURN_IF_ERROR(reserve_tiles(out[i], what));
     return out;
   }
 
