@@ -12,10 +12,7 @@
 set -uo pipefail
 out=${1:?usage: decode_ahead.sh OUT_DIR [WORK_DIR]}
 work=${2:-/tmp/mb}
-dir=${DEVICE_DIR:-.device_cuda}
-bin=$dir/mistral
-here=$(dirname "$0")
-source "$here/decode_run.sh"
+source "$(dirname "$0")/decode_run.sh"
 start_sweep ahead-runs
 "$dir/cuda_model_test" > "$out/cuda_model_test.log" 2>&1
 echo "cuda_model_test exit $?:" \

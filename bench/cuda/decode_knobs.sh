@@ -12,10 +12,9 @@
 set -uo pipefail
 out=${1:?usage: decode_knobs.sh OUT_DIR [WORK_DIR]}
 work=${2:-/tmp/mb}
-bin=${DEVICE_DIR:-.device_cuda}/mistral
 source "$(dirname "$0")/decode_run.sh"
 for loads in 2 4 8; do
-  MISTRAL_GEMV_INFLIGHT=$loads "${DEVICE_DIR:-.device_cuda}/gemv_bench" --samples 5 \
+  MISTRAL_GEMV_INFLIGHT=$loads "$dir/gemv_bench" --samples 5 \
     --peak-gbs 4814 > "$out/gemv-inflight$loads.txt" 2>&1
   for w in bf16 int8 int4; do
     args=(--prompt-tokens 512)

@@ -2,9 +2,13 @@
 # $work/m7b once, and decode LABEL ARGS... runs `mistral bench --device cuda` on it (128 decode
 # steps, best of 2, ARGS added) and prints LABEL, decode tok/s and ms per token (report LABEL JSON
 # prints that line for any bench JSON). Needs $out (for the run's JSON and stderr, run.json and
-# run.err), $work and $bin (the mistral binary). keep_run NAME copies the last run's JSON and
+# run.err) and $work; sets $dir (the staged binaries: DEVICE_DIR, default .device_cuda), $bin
+# ($dir/mistral) and $here (this folder). keep_run NAME copies the last run's JSON and
 # stderr to $runs/NN-NAME.{json,err} (NN counts up), for gather_runs.py; start_sweep NAME sets
 # $runs to an empty $work/NAME and prints the GPU and the time.
+dir=${DEVICE_DIR:-.device_cuda}
+bin=$dir/mistral
+here=$(dirname "${BASH_SOURCE[0]}")
 mkdir -p "$out" "$work"
 [[ -f "$work/m7b/config.json" ]] ||
   "$bin" random-checkpoint --preset 7b --dtype bf16 --out "$work/m7b" > /dev/null

@@ -16,10 +16,7 @@ set -uo pipefail
 out=${1:?usage: prefill_tiles.sh OUT_DIR BASE_BIN [WORK_DIR]}
 base=${2:?usage: prefill_tiles.sh OUT_DIR BASE_BIN [WORK_DIR]}
 work=${3:-/tmp/mb}
-dir=${DEVICE_DIR:-.device_cuda}
-bin=$dir/mistral
-here=$(dirname "$0")
-source "$here/decode_run.sh"
+source "$(dirname "$0")/decode_run.sh"
 start_sweep tile-runs
 for t in cuda_kernels_test cuda_model_test; do
   "$dir/$t" > "$out/$t.log" 2>&1
@@ -31,10 +28,15 @@ prefill() {  # NAME BINARY TILE_MB ARGS...: one bench run, kept as NN-NAME
   MISTRAL_DEQUANT_TILE_MB=$tile "$binary" bench --device cuda --model "$work/m7b" "$@" \
     > "$out/run.json" 2> "$out/run.err" || { echo "$name: failed"; tail -3 "$out/run.err"; return; }
   keep_run "$name"
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f'{sys.argv[2]:28s} \
-prefill {d[\"prefill_tok_s\"]:9.0f} tok/s  ttft {1e3*d[\"time_to_first_token_s\"]:6.2f} ms \
-(first {1e3*d[\"first_run_time_to_first_token_s\"]:6.2f})  decode {d[\"decode_tok_s\"]:8.1f}', \
-flush=True)" "$out/run.json" "$name"
+  report_prefill "$name" "$out/run.json"
+}
+report_prefill() {  # LABEL JSON: prefill tok/s and time to first token; for the engine's runs
+  # also the first run's time to first token and decode tok/s (HF's 8 steps time no decode)
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
+more = f'(first {1e3*d[\"first_run_time_to_first_token_s\"]:6.2f})  decode \
+{d[\"decode_tok_s\"]:8.1f}' if 'first_run_time_to_first_token_s' in d else ''; \
+print(f'{sys.argv[2]:28s} prefill {d[\"prefill_tok_s\"]:9.0f} tok/s  ttft \
+{1e3*d[\"time_to_first_token_s\"]:6.2f} ms {more}'.rstrip(), flush=True)" "$2" "$1"
 }
 one=(--prompt-tokens 512 --new-tokens 8 --runs 3)
 b32=(--batch 32 --prompt-tokens 128 --new-tokens 32 --runs 2)
@@ -58,9 +60,7 @@ done
 date -u
 python3 "$here/hf_bench.py" "$work/m7b" --batch 1 --prompt-tokens 512 --new-tokens 8 \
   --runs 3 > "$runs/hf-bf16.json" 2> "$runs/hf-bf16.err" &&
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f'HF transformers bf16 \
-prefill {d[\"prefill_tok_s\"]:9.0f} tok/s  ttft {1e3*d[\"time_to_first_token_s\"]:6.2f} ms')" \
-    "$runs/hf-bf16.json" || tail -3 "$runs/hf-bf16.err"
+  report_prefill "HF transformers bf16" "$runs/hf-bf16.json" || tail -3 "$runs/hf-bf16.err"
 date -u
 rm -f "$out/run.json" "$out/run.err"
 python3 "$here/gather_runs.py" "$runs" "$out/runs.json"

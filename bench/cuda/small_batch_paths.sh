@@ -10,8 +10,6 @@
 set -uo pipefail
 out=${1:?usage: small_batch_paths.sh OUT_DIR [WORK_DIR]}
 work=${2:-/tmp/mb}
-dir=${DEVICE_DIR:-.device_cuda}
-bin=$dir/mistral
 source "$(dirname "$0")/decode_run.sh"
 start_sweep path-runs
 for b in 8 4; do
@@ -31,4 +29,4 @@ for b in 8 4; do
 done
 date -u
 rm -f "$out/run.json" "$out/run.err"
-python3 "$(dirname "$0")/gather_runs.py" "$runs" "$out/runs.json"
+python3 "$here/gather_runs.py" "$runs" "$out/runs.json"
