@@ -6,7 +6,9 @@
 // weights rotate over enough copies to span >= 256 MiB, so consecutive launches cannot be served
 // from the 50 MB L2. Bytes counted: weights + scales + x + y, each once.
 //
-// Usage: gemv_bench [--samples N] [--peak-gbs G]   (G: the bandwidth the fractions are of, 3350)
+// Usage: gemv_bench [--samples N] [--peak-gbs G] [--mixed-only]
+//   G: the bandwidth the fractions are of (3350); --mixed-only: the copy baselines and the
+//   mixed-input GEMM table alone.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -149,16 +151,66 @@ Copies make_copies(WeightFormat f, const Shape& s) {
   return c;
 }
 
+// Batched decode shapes through linear()'s GEMMs for m > kMaxGemvRows: gemm_mixed (int8 / int4)
+// against gemm (int8 / int4: dequantize-to-bf16 tiles + cuBLASLt; bf16: cuBLASLt alone). GB/s
+// counts the weights as stored (bf16: 2 bytes a weight) plus x and y.
+void mixed_table(KernelContext& ctx, cudaStream_t stream, int samples, double peak_gbs,
+                 double read_gbs, const Shape* shapes, size_t shape_count) {
+  const int64_t most = kMaxMixedRows;
+  DeviceBuffer x = make_buffer(most * 14336 * sizeof(bf16), Fill::kBf16, 8);
+  DeviceBuffer y = make_buffer(most * 32000 * sizeof(bf16), Fill::kBytes, 9);
+  std::printf(
+      "\nbatched decode GEMMs, m > %lld (mixed: gemm_mixed; gemm: dequantize + cuBLASLt for "
+      "int8 / int4, cuBLASLt for bf16)\n",
+      static_cast<long long>(kMaxGemvRows));
+  std::printf("%-8s %-20s %2s %-6s %9s %8s %7s %7s\n", "format", "shape (N x K)", "m", "path",
+              "time us", "GB/s", "of peak", "of read");
+  for (WeightFormat f : {WeightFormat::kInt4, WeightFormat::kInt8, WeightFormat::kBF16}) {
+    for (size_t si = 0; si < shape_count; ++si) {
+      const Shape& s = shapes[si];
+      const Copies c = make_copies(f, s);
+      const int launches = static_cast<int>(std::max<size_t>(c.weights.size(), 8));
+      const size_t weight_bytes = c.weights[0].data_bytes() + c.weights[0].scale_bytes();
+      MISTRAL_CHECK(ctx.reserve_scratch(std::max(gemm_scratch_bytes(c.weights[0]),
+                                                 gemm_mixed_scratch_bytes(ctx, c.weights[0])))
+                        .ok());
+      for (int64_t m : {int64_t{9}, int64_t{16}, int64_t{32}}) {
+        for (bool mixed : {true, false}) {
+          if (mixed && f == WeightFormat::kBF16) continue;
+          const double ms = median_ms(stream, samples, launches, [&] {
+            for (int i = 0; i < launches; ++i) {
+              const DeviceWeight& w = c.weights[i % c.weights.size()];
+              if (mixed) {
+                gemm_mixed(ctx, x.as<bf16>(), m, w, y.as<bf16>());
+              } else {
+                gemm(ctx, x.as<bf16>(), m, w, y.as<bf16>());
+              }
+            }
+          });
+          const double bytes = weight_bytes + m * s.k * 2.0 + m * s.n * 2.0;
+          const double gbs = bytes / (ms * 1e-3) / 1e9;
+          std::printf("%-8s %-20s %2lld %-6s %9.2f %8.0f %7.3f %7.3f\n", weight_format_name(f),
+                      s.name, static_cast<long long>(m), mixed ? "mixed" : "gemm", ms * 1e3, gbs,
+                      gbs / peak_gbs, gbs / read_gbs);
+        }
+      }
+    }
+  }
+}
+
 int run(int argc, char** argv) {
   int samples = 21;
   double peak_gbs = 3350.0;
+  bool mixed_only = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--samples") && i + 1 < argc) {
       samples = std::atoi(argv[++i]);
     } else if (!std::strcmp(argv[i], "--peak-gbs") && i + 1 < argc) {
       peak_gbs = std::atof(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--mixed-only")) {
+      mixed_only = true;
     } else {
-      std::fprintf(stderr, "usage: gemv_bench [--samples N] [--peak-gbs G]\n");
+      std::fprintf(stderr, "usage: gemv_bench [--samples N] [--peak-gbs G] [--mixed-only]\n");
       return 2;
     }
   }
@@ -208,6 +260,17 @@ int run(int argc, char** argv) {
                           {"gate/up 14336x4096", 14336, 4096},
                           {"down 4096x14336", 4096, 14336},
                           {"lm_head 32000x4096", 32000, 4096}};
+  const size_t shape_count = sizeof(shapes) / sizeof(shapes[0]);
+  auto finish = [&] {
+    MISTRAL_CUDA_CHECK(cudaStreamSynchronize(stream));
+    owned.reset();  // the context syncs its stream on destruction: release it first
+    MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream));
+    return 0;
+  };
+  if (mixed_only) {
+    mixed_table(ctx, stream, samples, peak_gbs, read_gbs, shapes, shape_count);
+    return finish();
+  }
   const WeightFormat formats[] = {WeightFormat::kBF16, WeightFormat::kInt8, WeightFormat::kInt4};
   DeviceBuffer x = make_buffer(kMaxGemvRows * 14336 * sizeof(bf16), Fill::kBf16, 3);
   DeviceBuffer y = make_buffer(kMaxGemvRows * 32000 * sizeof(float), Fill::kBytes, 4);
@@ -258,6 +321,8 @@ int run(int argc, char** argv) {
     }
   }
 
+  mixed_table(ctx, stream, samples, peak_gbs, read_gbs, shapes, shape_count);
+
   std::printf(
       "\nprefill GEMM through cuBLASLt, M = 512 (int8/int4: dequantize-to-bf16 tiles + "
       "cuBLASLt, timed together)\n");
@@ -278,10 +343,7 @@ int run(int argc, char** argv) {
       std::printf("%-6s %-20s %9.1f %8.0f\n", weight_format_name(f), s.name, ms * 1e3, tflops);
     }
   }
-  MISTRAL_CUDA_CHECK(cudaStreamSynchronize(stream));
-  owned.reset();  // the context syncs its stream on destruction: release it first
-  MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream));
-  return 0;
+  return finish();
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The decode GEMV, the cuBLASLt GEMM, dequantization and device-memory errors, against
-// double-precision references computed here from the exact weight values.
+// The decode GEMV, the mixed-input GEMM, the cuBLASLt GEMM, dequantization and device-memory
+// errors, against double-precision references computed here from the exact weight values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -296,14 +296,108 @@ TEST_F(CudaTest, GemmMatchesReferenceForEveryFormatAndOutputType) {
   }
 }
 
-TEST_F(CudaTest, LinearDispatchesBothPaths) {
+// Every weight of an int8 / int4 matrix, through gemm_mixed, is gemm's value bf16(scale * q) bit
+// for bit: rows of x one-hot at k positions j give those columns of W exactly (every other
+// product is zero).
+TEST_F(CudaTest, GemmMixedExpandsEveryWeightToBf16OfScaleTimesQ) {
+  uint32_t seed = 400;
+  for (WeightFormat f : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    const int64_t n = 300, k = 2112;  // 2 row blocks; k ends inside a step
+    const TestWeight w = make_weight(f, n, k, seed++);
+    ASSERT_TRUE(ctx().reserve_scratch(gemm_mixed_scratch_bytes(ctx(), w.device())).ok());
+    for (int64_t j0 = 0; j0 < k; j0 += kMaxMixedRows) {
+      const int64_t m = std::min(kMaxMixedRows, k - j0);
+      std::vector<BF16> x(m * k, float_to_bf16(0.0f));
+      for (int64_t i = 0; i < m; ++i) x[i * k + j0 + i] = float_to_bf16(1.0f);
+      const DeviceBuffer d_x = upload(x);
+      DeviceBuffer y = poisoned(m * n * sizeof(float));
+      gemm_mixed(ctx(), static_cast<const bf16*>(d_x.data()), m, w.device(), y.as<float>());
+      const std::vector<float> got = download<float>(y, m * n);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t r = 0; r < n; ++r) {
+          const float want = bf16_round(static_cast<float>(w.dequant[r * k + j0 + i]));
+          ASSERT_EQ(got[i * n + r], want)
+              << weight_format_name(f) << " row " << r << " k " << j0 + i;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaTest, GemmMixedMatchesReferenceOverOddShapes) {
+  struct Case {
+    int64_t n, k;
+    std::vector<int64_t> ms;
+  };
+  // k = 96: one partial step; 300 x 2112: split k, the last step part-full; 70,000 rows: enough
+  // row blocks for one split (results stored directly); 1000 x 4096: whole steps and chunks.
+  const Case cases[] = {{17, 96, {1, 9, 32}},
+                        {300, 2112, {9, 16, 17, 32}},
+                        {70000, 128, {9, 32}},
+                        {1000, 4096, {12, 32}}};
+  uint32_t seed = 300;
+  for (WeightFormat f : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    for (const Case& c : cases) {
+      const TestWeight w = make_weight(f, c.n, c.k, seed++);
+      ASSERT_TRUE(ctx().reserve_scratch(gemm_mixed_scratch_bytes(ctx(), w.device())).ok());
+      const int64_t most = c.ms.back();
+      const Inputs in = make_x(most, c.k, seed++);
+      std::vector<double> rounded = w.dequant;
+      for (double& v : rounded) v = bf16_round(static_cast<float>(v));
+      std::vector<double> ref, mag;
+      reference(in.x, most, w, &ref, &mag, &rounded);
+      for (int64_t m : c.ms) {
+        const std::string what = std::string(weight_format_name(f)) + " m=" + std::to_string(m) +
+                                 " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k);
+        const std::vector<double> r(ref.begin(), ref.begin() + m * c.n);
+        const std::vector<double> a(mag.begin(), mag.begin() + m * c.n);
+        DeviceBuffer y = poisoned(m * c.n * sizeof(float));
+        gemm_mixed(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), y.as<float>());
+        expect_close(download<float>(y, m * c.n), r, a, kGemvTol, 0.0, what);
+        DeviceBuffer yb = poisoned(m * c.n * sizeof(bf16));
+        gemm_mixed(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), yb.as<bf16>());
+        const std::vector<BF16> got = download<BF16>(yb, m * c.n);
+        std::vector<float> gotf(got.size());
+        for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
+        expect_close(gotf, r, a, kGemvTol, 1.0 / 256, what + " bf16 out");
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+// A row of x gives the same bits in any batch gemm_mixed takes (both column-block instances),
+// and the same bits on every run.
+TEST_F(CudaTest, GemmMixedIsBatchInvariantAndDeterministic) {
+  for (WeightFormat f : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    const int64_t n = 1000, k = 4096;
+    const TestWeight w = make_weight(f, n, k, 17);
+    ASSERT_TRUE(ctx().reserve_scratch(gemm_mixed_scratch_bytes(ctx(), w.device())).ok());
+    const Inputs in = make_x(kMaxMixedRows, k, 18);
+    const auto* x = static_cast<const bf16*>(in.d_x.data());
+    DeviceBuffer batch = poisoned(kMaxMixedRows * n * sizeof(float));
+    gemm_mixed(ctx(), x, kMaxMixedRows, w.device(), batch.as<float>());
+    const std::vector<float> all = download<float>(batch, kMaxMixedRows * n);
+    gemm_mixed(ctx(), x, kMaxMixedRows, w.device(), batch.as<float>());
+    EXPECT_EQ(all, download<float>(batch, kMaxMixedRows * n)) << weight_format_name(f);
+    for (int64_t m : {int64_t{1}, int64_t{9}, int64_t{16}, int64_t{17}, int64_t{31}}) {
+      DeviceBuffer part = poisoned(m * n * sizeof(float));
+      gemm_mixed(ctx(), x, m, w.device(), part.as<float>());
+      EXPECT_EQ(download<float>(part, m * n), std::vector<float>(all.begin(), all.begin() + m * n))
+          << weight_format_name(f) << " m=" << m;
+    }
+  }
+}
+
+TEST_F(CudaTest, LinearDispatchesEveryPath) {
   ASSERT_TRUE(ctx().reserve_scratch(size_t{64} << 20).ok());
   const TestWeight w = make_weight(WeightFormat::kInt4, 200, 512, 31);
-  for (int64_t m : {kMaxGemvRows, kMaxGemvRows + 1}) {
+  // The GEMV, the mixed-input GEMM, and the dequantize-then-cuBLASLt GEMM.
+  for (int64_t m : {kMaxGemvRows, kMaxGemvRows + 1, kMaxMixedRows, kMaxMixedRows + 1}) {
     const Inputs in = make_x(m, 512, 32);
     std::vector<double> ref, mag;
     std::vector<double> rounded = w.dequant;
-    if (m > kMaxGemvRows) {  // GEMM: bf16(scale * q) times x
+    if (m > kMaxGemvRows) {  // either GEMM: bf16(scale * q) times x
       for (double& v : rounded) v = bf16_round(static_cast<float>(v));
       reference(in.x, m, w, &ref, &mag, &rounded);
     } else {  // GEMV: scale * q times x quantized per group

@@ -506,17 +506,24 @@ class CudaBackend final : public Backend {
     return fuse_enabled_ && m == 1 && w.format != WeightFormat::kBF16 &&
            gemv_fused_supported(w, GemvFusion());
   }
-  // The scratch a quantized weight's prefill GEMM takes for its dequantized tiles, at load.
+  // The scratch a quantized weight's GEMMs take (dequantized tiles, split-k sums), at load.
   Status reserve_tiles(const Tensor& w, const std::string& what) {
     if (!w.quantized()) return Status::ok_status();
-    const Status s = ctx_->reserve_scratch(gemm_scratch_bytes(device_weight(w)));
-    if (!s.ok()) return error(what + ": scratch for its dequantized GEMM tiles: " + s.message());
+    const DeviceWeight d = device_weight(w);
+    const Status s =
+        ctx_->reserve_scratch(std::max(gemm_scratch_bytes(d), gemm_mixed_scratch_bytes(*ctx_, d)));
+    if (!s.ok())
+      return error(what +
+                   ": scratch for its GEMM (dequantized tiles, split-k sums): " + s.message());
     return s;
   }
-  // The scratch linear() needs for m rows of x: gemv's, or gemm's dequantized tiles. (Weights
-  // reserve their tiles when placed, so that the first prefill does not wait for the allocation.)
+  // The scratch linear() needs for m rows of x: gemv's, or gemm_mixed's partial sums and gemm's
+  // dequantized tiles. (Weights reserve these when placed, so that the first prefill does not
+  // wait for the allocation.)
   void reserve_linear_scratch(const DeviceWeight& w, int64_t m) {
-    reserve(m <= kMaxGemvRows ? gemv_scratch_bytes(*ctx_, w) : gemm_scratch_bytes(w));
+    reserve(m <= kMaxGemvRows
+                ? gemv_scratch_bytes(*ctx_, w)
+                : std::max(gemm_scratch_bytes(w), gemm_mixed_scratch_bytes(*ctx_, w)));
   }
   // The scratch decode attention needs for these parameters, when it is the kernel cuda::attention
   // takes for them.

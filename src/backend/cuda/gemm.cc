@@ -148,19 +148,23 @@ static int64_t gemv_max_rows() {
   return rows;
 }
 
-void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
+template <typename OutT>
+static void linear_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w,
+                        OutT* y) {
   if (m <= gemv_max_rows()) {
     gemv(ctx, x, m, w, y);
+  } else if (w.format != WeightFormat::kBF16 && m <= gemm_mixed_max_rows()) {
+    gemm_mixed(ctx, x, m, w, y);
   } else {
     gemm(ctx, x, m, w, y);
   }
 }
+
+void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
+  linear_impl(ctx, x, m, w, y);
+}
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y) {
-  if (m <= gemv_max_rows()) {
-    gemv(ctx, x, m, w, y);
-  } else {
-    gemm(ctx, x, m, w, y);
-  }
+  linear_impl(ctx, x, m, w, y);
 }
 
 }  // namespace mistral::cuda

@@ -110,8 +110,23 @@ int64_t dequant_tile_rows(int64_t n, int64_t k, size_t scratch_bytes, size_t til
 // its tiles are smaller.
 size_t gemm_scratch_bytes(const DeviceWeight& w);
 
-// gemv for m <= kMaxGemvRows (or MISTRAL_GEMV_MAX_ROWS, 0 to kMaxGemvRows, for comparisons),
-// else gemm.
+// Mixed-input GEMM y[m, n] = x[m, k] * W^T for int8 / int4 W and 1 <= m <= kMaxMixedRows
+// (gemm_mixed.cu): W read once as stored and expanded in registers to gemm's values,
+// bf16(scale * q), the products on tensor cores in float32. linear() takes it for batched decode
+// steps and short prompts (kMaxGemvRows < m <= gemm_mixed_max_rows()), where gemm's round trip
+// of a bf16 copy of W through memory costs more than the products. Results do not depend on m (a
+// row of x gives the same bits in any batch it takes) and are the same on every run. Needs
+// gemm_mixed_scratch_bytes of scratch (split-k partial sums).
+inline constexpr int64_t kMaxMixedRows = 32;
+void gemm_mixed(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
+void gemm_mixed(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
+size_t gemm_mixed_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w);
+// kMaxMixedRows, or MISTRAL_MIXED_MAX_ROWS (0 to kMaxMixedRows; 0 sends every quantized m >
+// kMaxGemvRows to gemm) for comparisons of the two paths.
+int64_t gemm_mixed_max_rows();
+
+// gemv for m <= kMaxGemvRows (or MISTRAL_GEMV_MAX_ROWS, 0 to kMaxGemvRows, for comparisons);
+// gemm_mixed for int8 / int4 W up to gemm_mixed_max_rows(); else gemm.
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
 
