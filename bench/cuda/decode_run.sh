@@ -5,7 +5,9 @@
 # run.err) and $work; sets $dir (the staged binaries: DEVICE_DIR, default .device_cuda), $bin
 # ($dir/mistral) and $here (this folder). keep_run NAME copies the last run's JSON and
 # stderr to $runs/NN-NAME.{json,err} (NN counts up), for gather_runs.py; start_sweep NAME sets
-# $runs to an empty $work/NAME and prints the GPU and the time.
+# $runs to an empty $work/NAME and prints the GPU and the time. gpu_tests [KERNEL_FILTER] runs
+# cuda_kernels_test (only the gtest filter's tests, if given) and cuda_model_test, logs in $out,
+# and prints their summaries and failures.
 dir=${DEVICE_DIR:-.device_cuda}
 bin=$dir/mistral
 here=$(dirname "${BASH_SOURCE[0]}")
@@ -34,4 +36,14 @@ start_sweep() {  # NAME
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
     --format=csv,noheader
   date -u
+}
+gpu_tests() {  # [KERNEL_FILTER]
+  local t
+  for t in cuda_kernels_test cuda_model_test; do
+    local args=()
+    [[ $t == cuda_kernels_test && -n ${1:-} ]] && args=(--gtest_filter="$1")
+    "$dir/$t" "${args[@]}" > "$out/$t.log" 2>&1
+    echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
+    grep -E '^\[  FAILED  \]' "$out/$t.log" | head -20
+  done
 }

@@ -15,11 +15,7 @@ out=${1:?usage: mixed_gemm.sh OUT_DIR [WORK_DIR]}
 work=${2:-/tmp/mb}
 source "$(dirname "$0")/decode_run.sh"
 start_sweep mixed-runs
-for t in cuda_kernels_test cuda_model_test; do
-  "$dir/$t" > "$out/$t.log" 2>&1
-  echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \]' "$out/$t.log" | head -20
-done
+gpu_tests
 "$dir/gemv_bench" --mixed-only --samples 11 2>&1 | tee "$out/gemv_bench.txt"
 batched() {  # NAME MIXED_MAX_ROWS ARGS...: one bench run, kept as NN-NAME
   local name=$1 rows=$2; shift 2

@@ -18,11 +18,7 @@ base=${2:?usage: prefill_tiles.sh OUT_DIR BASE_BIN [WORK_DIR]}
 work=${3:-/tmp/mb}
 source "$(dirname "$0")/decode_run.sh"
 start_sweep tile-runs
-for t in cuda_kernels_test cuda_model_test; do
-  "$dir/$t" > "$out/$t.log" 2>&1
-  echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \]' "$out/$t.log" | head -20
-done
+gpu_tests
 prefill() {  # NAME BINARY TILE_MB ARGS...: one bench run, kept as NN-NAME
   local name=$1 binary=$2 tile=$3; shift 3
   MISTRAL_DEQUANT_TILE_MB=$tile "$binary" bench --device cuda --model "$work/m7b" "$@" \

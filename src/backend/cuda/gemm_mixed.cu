@@ -37,6 +37,7 @@
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/linear_operands.h"
 #include "backend/cuda/weight_expand.cuh"
 #include "core/env.h"
 
@@ -372,12 +373,7 @@ void gemm_mixed_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceW
       << "gemm_mixed takes int8 / int4 weights, not " << weight_format_name(w.format);
   MISTRAL_CHECK(m >= 1 && m <= kMaxMixedRows)
       << "gemm_mixed takes 1.." << kMaxMixedRows << " rows of x, got " << m;
-  MISTRAL_CHECK(w.n > 0 && w.k > 0 && w.k % kQuantGroup == 0 && w.k < (int64_t{1} << 30))
-      << weight_format_name(w.format) << " weight shape [" << w.n << ", " << w.k
-      << "]: k must be a positive multiple of 32";
-  MISTRAL_CHECK(w.scales != nullptr) << "quantized weight without scales";
-  MISTRAL_CHECK(reinterpret_cast<uintptr_t>(w.data) % 16 == 0) << "weight data not 16-byte aligned";
-  MISTRAL_CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0) << "x not 16-byte aligned";
+  check_linear_weight(w);
   const Plan plan = make_plan(ctx, w);
   MISTRAL_CHECK(plan.row_blocks <= static_cast<int64_t>(KernelContext::kMaxCounters))
       << "gemm_mixed n = " << w.n << " has more row blocks than the context's counters";
@@ -386,14 +382,7 @@ void gemm_mixed_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceW
       << "gemm_mixed [" << w.n << ", " << w.k << "] needs " << need
       << " bytes of scratch; call reserve_scratch first";
   MixedArgs a;
-  a.x = x;
-  a.m = static_cast<int>(m);
-  a.n = w.n;
-  a.k = static_cast<int>(w.k);
-  a.w = static_cast<const uint8_t*>(w.data);
-  a.row_bytes = static_cast<int64_t>(w.data_bytes() / w.n);
-  a.scales = w.scales;
-  a.groups = static_cast<int>(w.k / kQuantGroup);
+  set_linear_operands(a, x, m, w);
   a.split_k = plan.split_k;
   a.partial = static_cast<float*>(ctx.scratch());
   a.counters = ctx.counters();

@@ -38,6 +38,7 @@
 #include "backend/cuda/gemv_rows.h"
 #include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/linear_operands.h"
 #include "backend/cuda/weight_expand.cuh"
 
 namespace mistral::cuda {
@@ -443,19 +444,6 @@ Plan make_plan(const KernelContext& ctx, const DeviceWeight& w, const GemvOption
   return p;
 }
 
-void check_weight(const DeviceWeight& w) {
-  MISTRAL_CHECK(w.n > 0 && w.k > 0) << "weight shape [" << w.n << ", " << w.k << "]";
-  MISTRAL_CHECK(w.k < (int64_t{1} << 30)) << "weight k = " << w.k << " too large";
-  MISTRAL_CHECK(reinterpret_cast<uintptr_t>(w.data) % 16 == 0) << "weight data not 16-byte aligned";
-  if (w.format == WeightFormat::kBF16) {
-    MISTRAL_CHECK(w.k % 8 == 0) << "bf16 weight k = " << w.k << " is not a multiple of 8";
-  } else {
-    MISTRAL_CHECK(w.k % kQuantGroup == 0)
-        << weight_format_name(w.format) << " weight k = " << w.k << " is not a multiple of 32";
-    MISTRAL_CHECK(w.scales != nullptr) << "quantized weight without scales";
-  }
-}
-
 template <WeightFormat F, int NB, typename OutT>
 void launch(KernelContext& ctx, const Plan& plan, const GemvArgs& a, OutT* y) {
   auto* kernel = plan.stages == 4 ? gemv_kernel<F, NB, OutT, 4> : gemv_kernel<F, NB, OutT, 3>;
@@ -486,11 +474,10 @@ void launch_quant(KernelContext& ctx, const Plan& plan, const GemvArgs& a, OutT*
 template <typename OutT>
 void gemv_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, OutT* y,
                const GemvOptions& options) {
-  check_weight(w);
+  check_linear_weight(w);
   if (use_gemv_rows(w, options)) return gemv_rows(ctx, x, m, w, y);
   MISTRAL_CHECK(m >= 1 && m <= kMaxGemvRows)
       << "gemv takes 1.." << kMaxGemvRows << " rows, got " << m;
-  MISTRAL_CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0) << "x not 16-byte aligned";
   const Plan plan = make_plan(ctx, w, options);
   MISTRAL_CHECK(plan.tiles <= static_cast<int64_t>(KernelContext::kMaxCounters))
       << "gemv n = " << w.n << " has more row tiles than the context's counters";
@@ -498,14 +485,7 @@ void gemv_impl(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight&
       << "gemv [" << w.n << ", " << w.k << "] needs " << plan.scratch_bytes
       << " bytes of scratch; call reserve_scratch first";
   GemvArgs a;
-  a.x = x;
-  a.m = static_cast<int>(m);
-  a.n = w.n;
-  a.k = static_cast<int>(w.k);
-  a.w = static_cast<const uint8_t*>(w.data);
-  a.row_bytes = static_cast<int>(w.data_bytes() / w.n);
-  a.scales = w.scales;
-  a.groups = static_cast<int>(w.k / kQuantGroup);
+  set_linear_operands(a, x, m, w);
   a.tiles = plan.tiles;
   a.runs = plan.runs;
   a.runs_per_warp = plan.runs_per_warp;
