@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -71,6 +72,19 @@ std::vector<T> download(const DeviceBuffer& b, size_t n) {
   if (n > 0)
     MISTRAL_CUDA_CHECK(cudaMemcpy(v.data(), b.data(), n * sizeof(T), cudaMemcpyDeviceToHost));
   return v;
+}
+
+// Host values of a float or bf16 device vector, as float.
+template <typename T>
+std::vector<float> download_as_float(const DeviceBuffer& b, size_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return download<float>(b, n);
+  } else {
+    const std::vector<BF16> v = download<BF16>(b, n);
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = bf16_to_float(v[i]);
+    return f;
+  }
 }
 
 // Output buffers start as all-ones bits: NaN in float, bf16 and f16, so an element a kernel fails

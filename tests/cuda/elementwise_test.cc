@@ -13,19 +13,6 @@
 namespace mistral::cuda::testing {
 namespace {
 
-// Host values of a float or bf16 device vector, as float.
-template <typename T>
-std::vector<float> download_as_float(const DeviceBuffer& b, size_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    return download<float>(b, n);
-  } else {
-    const std::vector<BF16> v = download<BF16>(b, n);
-    std::vector<float> f(n);
-    for (size_t i = 0; i < n; ++i) f[i] = bf16_to_float(v[i]);
-    return f;
-  }
-}
-
 // Device copy of `values` as T; `held` receives the values T holds.
 template <typename T>
 DeviceBuffer upload_as(const std::vector<float>& values, std::vector<float>* held) {

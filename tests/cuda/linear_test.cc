@@ -124,11 +124,8 @@ TEST_F(CudaTest, GemvMatchesReferenceOverOddShapesAndEveryRowCount) {
       // bf16 output: the float32 result rounded once more (half an ulp, 2^-9 relative).
       DeviceBuffer yb = poisoned(kMaxGemvRows * s.n * sizeof(bf16));
       gemv(ctx(), static_cast<const bf16*>(in.d_x.data()), kMaxGemvRows, w.device(), yb.as<bf16>());
-      const std::vector<BF16> got = download<BF16>(yb, kMaxGemvRows * s.n);
-      std::vector<float> gotf(got.size());
-      for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
-      expect_close(gotf, quantized ? ref_q : ref, quantized ? mag_q : mag, kGemvTol, 1.0 / 256,
-                   "bf16 out");
+      expect_close(download_as_float<bf16>(yb, kMaxGemvRows * s.n), quantized ? ref_q : ref,
+                   quantized ? mag_q : mag, kGemvTol, 1.0 / 256, "bf16 out");
       if (HasFatalFailure()) return;
     }
   }
@@ -287,10 +284,8 @@ TEST_F(CudaTest, GemmMatchesReferenceForEveryFormatAndOutputType) {
       expect_close(download<float>(y, m * n), ref, mag, kGemvTol, 0.0, what);
       DeviceBuffer yb = poisoned(m * n * sizeof(bf16));
       linear(**small, static_cast<const bf16*>(in.d_x.data()), m, w.device(), yb.as<bf16>());
-      const std::vector<BF16> got = download<BF16>(yb, m * n);
-      std::vector<float> gotf(got.size());
-      for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
-      expect_close(gotf, ref, mag, kGemvTol, 1.0 / 256, what + " bf16 out");
+      expect_close(download_as_float<bf16>(yb, m * n), ref, mag, kGemvTol, 1.0 / 256,
+                   what + " bf16 out");
       if (HasFatalFailure()) return;
     }
   }
@@ -356,10 +351,8 @@ TEST_F(CudaTest, GemmMixedMatchesReferenceOverOddShapes) {
         expect_close(download<float>(y, m * c.n), r, a, kGemvTol, 0.0, what);
         DeviceBuffer yb = poisoned(m * c.n * sizeof(bf16));
         gemm_mixed(ctx(), static_cast<const bf16*>(in.d_x.data()), m, w.device(), yb.as<bf16>());
-        const std::vector<BF16> got = download<BF16>(yb, m * c.n);
-        std::vector<float> gotf(got.size());
-        for (size_t i = 0; i < got.size(); ++i) gotf[i] = bf16_to_float(got[i]);
-        expect_close(gotf, r, a, kGemvTol, 1.0 / 256, what + " bf16 out");
+        expect_close(download_as_float<bf16>(yb, m * c.n), r, a, kGemvTol, 1.0 / 256,
+                     what + " bf16 out");
         if (HasFatalFailure()) return;
       }
     }
