@@ -171,9 +171,7 @@ void mixed_table(KernelContext& ctx, cudaStream_t stream, int samples, double pe
       const Copies c = make_copies(f, s);
       const int launches = static_cast<int>(std::max<size_t>(c.weights.size(), 8));
       const size_t weight_bytes = c.weights[0].data_bytes() + c.weights[0].scale_bytes();
-      MISTRAL_CHECK(ctx.reserve_scratch(std::max(gemm_scratch_bytes(c.weights[0]),
-                                                 gemm_mixed_scratch_bytes(ctx, c.weights[0])))
-                        .ok());
+      MISTRAL_CHECK(ctx.reserve_scratch(linear_scratch_bytes(ctx, c.weights[0], most)).ok());
       for (int64_t m : {int64_t{9}, int64_t{16}, int64_t{32}}) {
         for (bool mixed : {true, false}) {
           if (mixed && f == WeightFormat::kBF16) continue;

@@ -509,21 +509,17 @@ class CudaBackend final : public Backend {
   // The scratch a quantized weight's GEMMs take (dequantized tiles, split-k sums), at load.
   Status reserve_tiles(const Tensor& w, const std::string& what) {
     if (!w.quantized()) return Status::ok_status();
-    const DeviceWeight d = device_weight(w);
     const Status s =
-        ctx_->reserve_scratch(std::max(gemm_scratch_bytes(d), gemm_mixed_scratch_bytes(*ctx_, d)));
+        ctx_->reserve_scratch(linear_scratch_bytes(*ctx_, device_weight(w), kMaxGemvRows + 1));
     if (!s.ok())
       return error(what +
                    ": scratch for its GEMM (dequantized tiles, split-k sums): " + s.message());
     return s;
   }
-  // The scratch linear() needs for m rows of x: gemv's, or gemm_mixed's partial sums and gemm's
-  // dequantized tiles. (Weights reserve these when placed, so that the first prefill does not
-  // wait for the allocation.)
+  // The scratch linear() needs for m rows of x. (Quantized weights reserve their GEMMs' when
+  // placed, so that the first prefill does not wait for the allocation.)
   void reserve_linear_scratch(const DeviceWeight& w, int64_t m) {
-    reserve(m <= kMaxGemvRows
-                ? gemv_scratch_bytes(*ctx_, w)
-                : std::max(gemm_scratch_bytes(w), gemm_mixed_scratch_bytes(*ctx_, w)));
+    reserve(linear_scratch_bytes(*ctx_, w, m));
   }
   // The scratch decode attention needs for these parameters, when it is the kernel cuda::attention
   // takes for them.

@@ -163,6 +163,10 @@ static void linear_impl(KernelContext& ctx, const bf16* x, int64_t m, const Devi
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y) {
   linear_impl(ctx, x, m, w, y);
 }
+size_t linear_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w, int64_t m) {
+  if (m <= kMaxGemvRows) return gemv_scratch_bytes(ctx, w);
+  return std::max(gemm_scratch_bytes(w), gemm_mixed_scratch_bytes(ctx, w));
+}
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y) {
   linear_impl(ctx, x, m, w, y);
 }
