@@ -8,7 +8,15 @@
 //    it bumps (red.release.gpu) as it ends; griddepcontrol.wait at the end keeps completions in
 //    stream order.
 // Each chain is launched from the host kernel by kernel, and as a captured CUDA graph.
-// Prints microseconds per kernel (best of 5 chains after one warm-up) and the stream's GB/s.
+// Then the same chain as one persistent kernel ("persistent"): its blocks (as many, all resident:
+// a cooperative launch) run the 320 steps in turn, a grid barrier between steps (a counter per
+// step, as the counter spin above). Before a block arrives at a barrier it issues the next step's
+// first `prefetch` bytes of its weights as one bulk copy into shared memory (sm_90
+// cp.async.bulk), so that DRAM keeps streaming through the barrier and the read of x, which in
+// the kernel chain it cannot: a kernel's blocks hold only one round of loads (8 KB a block) in
+// registers when they wait. `prefetch` 0 measures the barrier alone.
+// Prints microseconds per kernel or step (best of 5 chains after one warm-up) and the stream's
+// GB/s.
 // Built with the other benchmarks (-DMISTRAL_CUDA=ON -DMISTRAL_BUILD_BENCH=ON), for sm_90 only
 // (griddepcontrol); stage_device.sh carries it to the GPU machine.
 #include <cuda_runtime.h>
@@ -19,6 +27,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_util.cuh"
+#include "bulk_copy.cuh"
 
 using mistral::cuda::DeviceBuffer;
 namespace device = mistral::cuda::device;
@@ -31,6 +40,20 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p));
   return r;
+}
+
+// The per-step part of x's sum and of the weights' xor, stored as `step` stores them.
+__device__ __forceinline__ void store_step_output(float s, uint4 acc, float* y, float* partial) {
+  s = device::warp_sum(s);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x < 16) {
+    float t = partial[threadIdx.x];
+    for (int o = 8; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffu, t, o);
+    const int out = blockIdx.x * 16 + threadIdx.x;
+    const float bit = float((acc.x ^ acc.y ^ acc.z ^ acc.w) & 1u);
+    if (out < 4096) y[out] = t * 1e-9f + bit * 1e-20f + 1.0f;
+  }
 }
 
 template <bool kSpin>
@@ -62,22 +85,79 @@ __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint
     const uint4 v = load_stream(mine + i);
     acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
   }
-  s = device::warp_sum(s);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
-  __syncthreads();
-  if (threadIdx.x < 16) {
-    float t = partial[threadIdx.x];
-    for (int o = 8; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffu, t, o);
-    const int out = blockIdx.x * 16 + threadIdx.x;
-    const float bit = float((acc.x ^ acc.y ^ acc.z ^ acc.w) & 1u);
-    if (out < 4096) y[out] = t * 1e-9f + bit * 1e-20f + 1.0f;
-  }
+  store_step_output(s, acc, y, partial);
   if (kSpin) {
     __syncthreads();
     if (threadIdx.x == 0) {
       asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + index) : "memory");
     }
     device::wait_for_prior_kernels();
+  }
+}
+
+// `chain` steps of `step`'s work in one kernel (see the top of the file). Step k reads x_k (x or
+// y, alternating), streams pieces of w + k * stride (mod span), and writes the other buffer; the
+// block's first `prefetch` bytes of a step come through shared memory.
+__global__ void __launch_bounds__(512)
+    persistent(float* x, float* y, const uint4* w, long pieces, long stride, long span,
+               unsigned* counters, int chain, unsigned prefetch) {
+  extern __shared__ __align__(128) uint4 staged[];
+  __shared__ __align__(8) uint64_t full;
+  __shared__ float partial[16];
+  const long per_block = pieces / gridDim.x;
+  const long staged_pieces = min(long(prefetch / 16), per_block);
+  const uint32_t bar = device::shared_address(&full);
+  const uint64_t policy = device::l2_policy(true);
+  auto mine = [&](int k) { return w + (long(k) * stride) % span + per_block * blockIdx.x; };
+  auto stage = [&](int k) {  // one thread: step k's first staged_pieces into shared memory
+    device::barrier_expect_bytes(bar, uint32_t(staged_pieces * 16));
+    device::bulk_copy(device::shared_address(staged), mine(k), uint32_t(staged_pieces * 16), bar,
+                      policy);
+  };
+  if (threadIdx.x == 0) {
+    device::barrier_init(bar, 1);
+    device::barrier_init_fence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && staged_pieces > 0) stage(0);
+  for (int k = 0; k < chain; ++k) {
+    const float* in = k % 2 ? y : x;
+    float* out = k % 2 ? x : y;
+    const uint4* wk = mine(k);
+    long i = staged_pieces + threadIdx.x;
+    uint4 acc = i < per_block ? load_stream(wk + i) : make_uint4(0, 0, 0, 0);
+    if (k > 0) {  // every block has written step k - 1's output
+      if (threadIdx.x == 0) {
+        unsigned seen;
+        do {
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];"
+                       : "=r"(seen)
+                       : "l"(counters + k - 1)
+                       : "memory");
+        } while (seen < gridDim.x);
+      }
+      __syncthreads();
+    }
+    float s = 0.f;  // through L2: this block's L1 may hold x from two steps back
+    for (int j = threadIdx.x; j < 4096; j += 512) s += __ldcg(in + j);
+    if (staged_pieces > 0) {
+      device::barrier_wait(bar, k & 1);
+      for (long j = threadIdx.x; j < staged_pieces; j += 512) {
+        const uint4 v = staged[j];
+        acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
+      }
+    }
+    for (i += 512; i < per_block; i += 512) {
+      const uint4 v = load_stream(wk + i);
+      acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
+    }
+    __syncthreads();  // the staged pieces are read: the next step's may land
+    if (threadIdx.x == 0 && staged_pieces > 0 && k + 1 < chain) stage(k + 1);
+    store_step_output(s, acc, out, partial);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + k) : "memory");
+    }
   }
 }
 
@@ -135,7 +215,7 @@ int main() {
   };
   // Launched from the host one by one ("stream"), or captured once and replayed as a CUDA graph
   // ("graph", as the engine's decode step runs), so the host's launch rate is out of the time.
-  for (long bytes : {0L, 1L << 20, 4L << 20, 16L << 20}) {
+  for (long bytes : {0L, 1L << 20, 4L << 20, 16L << 20, 64L << 20}) {
     for (bool graph : {false, true}) {
       for (int spin : {0, 1, 0, 1}) {
         cudaGraphExec_t exec = nullptr;
@@ -167,6 +247,46 @@ int main() {
                     graph ? "graph" : "stream", spin ? "counter spin" : "griddep.wait", us,
                     bytes / us * 1e-3);
       }
+    }
+  }
+  // The persistent kernel: the same steps, the same blocks, one launch.
+  const unsigned max_prefetch = 96 << 10;
+  MISTRAL_CUDA_CHECK(cudaFuncSetAttribute(persistent, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(max_prefetch)));
+  int resident = 0;
+  MISTRAL_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, persistent, 512, max_prefetch));
+  MISTRAL_CHECK(resident * prop.multiProcessorCount >= blocks)
+      << "persistent: " << resident << " blocks per SM fit, " << blocks << " needed";
+  cudaLaunchAttribute cooperative[1];
+  cooperative[0].id = cudaLaunchAttributeCooperative;
+  cooperative[0].val.cooperative = 1;
+  for (long bytes : {1L << 20, 4L << 20, 16L << 20, 64L << 20}) {
+    for (unsigned prefetch : {0u, 8u << 10, 16u << 10, 32u << 10, 64u << 10, 96u << 10, 0u}) {
+      if (prefetch / 4 > bytes / blocks)
+        continue;  // far more than a block reads (staged: at most that)
+      cudaLaunchConfig_t once = config;
+      once.dynamicSmemBytes = prefetch;
+      once.attrs = cooperative;
+      once.numAttrs = 1;
+      const long span = long(big / 16 - bytes / 16 - 1);
+      float best = 1e30f;
+      for (int rep = 0; rep < 6; ++rep) {
+        MISTRAL_CUDA_CHECK(cudaMemsetAsync(counters.data(), 0, counters.bytes(), stream));
+        MISTRAL_CUDA_CHECK(cudaEventRecord(start, stream));
+        MISTRAL_CUDA_CHECK(cudaLaunchKernelEx(&once, persistent, x, y, w, bytes / 16, bytes / 16,
+                                              span, counters.as<unsigned>(), chain, prefetch));
+        MISTRAL_CUDA_CHECK(cudaEventRecord(stop, stream));
+        MISTRAL_CUDA_CHECK(cudaEventSynchronize(stop));
+        float ms;
+        MISTRAL_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (rep > 0 && ms < best) best = ms;
+      }
+      const double us = best * 1e3 / chain;
+      std::printf(
+          "bytes/kernel %9ld  persistent, prefetch %3u KB a block  %7.3f us per step  "
+          "(%.0f GB/s)\n",
+          bytes, prefetch >> 10, us, bytes / us * 1e-3);
     }
   }
   MISTRAL_CUDA_CHECK(cudaEventDestroy(start));
