@@ -56,6 +56,18 @@ __device__ __forceinline__ void store_step_output(float s, uint4 acc, float* y, 
   }
 }
 
+// Thread 0 spins until *counter reaches `target` (an acquire, so what the blocks that counted
+// wrote before their release is visible), then the block goes on together.
+__device__ __forceinline__ void wait_for_count(const unsigned* counter, unsigned target) {
+  if (threadIdx.x == 0) {
+    unsigned seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+    } while (seen < target);
+  }
+  __syncthreads();
+}
+
 template <bool kSpin>
 __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint4* w, long pieces,
                                             unsigned* counters, int index, unsigned prev_blocks) {
@@ -67,16 +79,7 @@ __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint
   if (!kSpin) {
     device::wait_for_prior_kernels();
   } else if (index > 0) {
-    if (threadIdx.x == 0) {
-      unsigned seen;
-      do {
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];"
-                     : "=r"(seen)
-                     : "l"(counters + index - 1)
-                     : "memory");
-      } while (seen < prev_blocks);
-    }
-    __syncthreads();
+    wait_for_count(counters + index - 1, prev_blocks);
   }
   __shared__ float partial[16];
   float s = 0.f;
@@ -126,18 +129,7 @@ __global__ void __launch_bounds__(512)
     const uint4* wk = mine(k);
     long i = staged_pieces + threadIdx.x;
     uint4 acc = i < per_block ? load_stream(wk + i) : make_uint4(0, 0, 0, 0);
-    if (k > 0) {  // every block has written step k - 1's output
-      if (threadIdx.x == 0) {
-        unsigned seen;
-        do {
-          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];"
-                       : "=r"(seen)
-                       : "l"(counters + k - 1)
-                       : "memory");
-        } while (seen < gridDim.x);
-      }
-      __syncthreads();
-    }
+    if (k > 0) wait_for_count(counters + k - 1, gridDim.x);  // all wrote step k - 1's output
     float s = 0.f;  // through L2: this block's L1 may hold x from two steps back
     for (int j = threadIdx.x; j < 4096; j += 512) s += __ldcg(in + j);
     if (staged_pieces > 0) {
