@@ -10,9 +10,9 @@
 // prologue (the read of x) and most of attention: about 20 us of a 60 us int4 layer on an H100.
 //
 // The kernel here: 2 blocks per SM (a cooperative launch, so all are resident), each 16 consumer
-// warps and one producer warp. The producer's lane 0 copies the block's weights of every phase of
-// every layer, in the order the consumers use them, into a ring of 8 KB slots (int4: and their
-// scales) with cp.async.bulk (sm_90), each slot on a "full" mbarrier; it waits only for a slot to
+// warps and one producer warp. The producer copies the block's weights of every phase of every
+// layer, in the order the consumers use them, into a ring of 8 KB slots (int4: and their scales)
+// with cp.async.bulk (sm_90), each slot on a "full" mbarrier; it waits only for a slot to
 // be "empty" again, never for the grid. So while the consumers sit at a grid barrier or in
 // attention, the ring fills with what comes next: up to slots x 8 KB a block (~25 MB over the
 // GPU at 9 slots, ~7.5 us of DRAM at 3.35 TB/s).
@@ -26,10 +26,16 @@
 // Each GEMV phase gives block b the contiguous rows [n b / G, n (b + 1) / G) (gate|up: those gate
 // rows and the same up rows). Its prologue reads x from L2 and, for int4, quantizes it per group
 // of 32 into shared memory as the engine's GEMV does (amax, int8, group sums; bf16 keeps x as
-// bf16 after the norm). A consumer thread takes one 16-byte piece of each slot (int4: one group
-// of 32 weights, 8 dp4a; bf16: 8 products); a warp's 32 pieces are in one row, so each warp sums
-// them and adds the sum to its row in shared memory. The numbers it computes are meaningless
-// (the weights are a byte pattern); the instruction mix and the memory traffic are the engine's.
+// bf16 after the norm). Two layouts of a slot:
+//  - chunks: 8 KB of the block's rows as stored, one bulk copy (int4: two). A consumer thread
+//    takes one 16-byte piece of each slot (int4: one group of 32 weights, 8 dp4a; bf16: 8
+//    products); a warp's 32 pieces are in one row, so each warp sums them and adds the sum to its
+//    row in shared memory;
+//  - rows: 512 bytes of each of 16 rows, one a consumer warp, copied as 16 segments by the
+//    producer warp's lanes (see produce_rows): a warp owns whole rows and sums them as the
+//    engine's GEMV does, bit for bit possible, and the weights need no re-layout.
+// The numbers it computes are meaningless (the weights are a byte pattern); the instruction mix
+// and the memory traffic are the engine's.
 // Attention stand-in: every block reads 1 KB of q|k|v's output and its share of a 2.6 MB buffer
 // (the 7B's cache at 641 positions), then waits until a set time (0, 4 or 8 us) has passed since
 // the phase began (the latency chain of the real kernel, which this does not reproduce), then
@@ -38,8 +44,8 @@
 // Printed: microseconds per layer (32 layers a launch, best of 3 after a warm-up), the weight
 // bytes' rate, and that as a fraction of a plain read of the same weights measured in the run;
 // with 9 slots also the last layer's timeline (each phase's entry and end, blocks 0 and G - 1).
-// Configurations: int4 and bf16; ring slots 2 (about the registers' round), 5 and 9; attention
-// 0, 4 and 8 us. Each launch checks that its consumers took every weight piece once.
+// Configurations: int4 and bf16; both layouts; ring slots 2 (about the registers' round), 5 and
+// 9; attention 0, 4 and 8 us. Each launch checks that its consumers took every weight piece once.
 //
 // Usage: persistent_layer_bench [--layers N]. Built with the other benchmarks, for sm_90 only.
 #include <cuda_bf16.h>
@@ -354,6 +360,129 @@ __device__ void produce(const Model& model, int layers, int slots, uint8_t* ring
   }
 }
 
+// The rows layout (kWarpRows): a block's rows of a phase in groups of 16, one a consumer warp
+// (gate|up: warps 0-7 take 8 gate rows, warps 8-15 the same 8 up rows, as the engine's SwiGLU
+// GEMV does), and a slot holds 32 pieces (512 bytes) of each of the group's 16 rows, copied as 16
+// segments (int4: and 16 of 64 bytes of scales) by the producer warp's lanes. A warp then owns
+// whole rows and sums them in its lanes as the engine's GEMV does, with no re-layout of the
+// weights; the cost is 16-32 bulk copies a slot instead of 1-2.
+struct GroupRow {
+  long row;   // in the matrix
+  int local;  // in Shared::rows
+  bool valid;
+};
+__device__ __forceinline__ int row_groups(const Region (&r)[2], int count) {
+  return count == 2 ? (r[0].rows + 7) / 8 : (r[0].rows + 15) / 16;
+}
+__device__ __forceinline__ GroupRow group_row(const Region (&r)[2], int count, int g, int warp) {
+  if (count == 2) {
+    const int local = g * 8 + warp % 8;
+    const int half = warp >= 8 ? 1 : 0;
+    return {long(half ? r[1].row : r[0].row) + local, half * kMaxRows + local, local < r[0].rows};
+  }
+  const int local = g * 16 + warp;
+  return {long(r[0].row) + local, local, local < r[0].rows};
+}
+// The group's rows with weights (the same in every lane).
+__device__ __forceinline__ int valid_rows(const Region (&r)[2], int count, int g) {
+  int n = 0;
+  for (int w = 0; w < kConsumerWarps; ++w) n += group_row(r, count, g, w).valid ? 1 : 0;
+  return n;
+}
+
+// The producer warp in the rows layout: every slot of every GEMV phase of every layer, in order.
+template <Format F>
+__device__ void produce_rows(const Model& model, int layers, int slots, uint8_t* ring, Shared& s) {
+  const int lane = threadIdx.x % 32;
+  const uint64_t policy = device::l2_policy(true);
+  uint8_t* scale_ring = ring + slots * kSlotBytes;
+  constexpr uint32_t kRowBytes = 32 * 16 + (F == Format::kInt4 ? 32 * 2 : 0);
+  uint32_t i = 0;
+  for (int layer = 0; layer < layers; ++layer) {
+    for (int phase = 0; phase < kPhases; ++phase) {
+      Region r[2];
+      const int count = phase_regions(model, phase, r);
+      if (count == 0) continue;
+      const Matrix& m = r[0].m;
+      const int ppr = pieces_per_row<F>(m.k);
+      for (int g = 0; g < row_groups(r, count); ++g) {
+        const GroupRow mine = group_row(r, count, g, lane % 16);  // lanes 16-31: its scales
+        const uint32_t bytes = kRowBytes * uint32_t(valid_rows(r, count, g));
+        for (int c0 = 0; c0 < ppr; c0 += 32, ++i) {
+          const int slot = int(i % slots);
+          slot_wait(s.empty[slot], ((i / slots) & 1) ^ 1);
+          const uint32_t full = device::shared_address(&s.full[slot]);
+          if (lane == 0) device::barrier_expect_bytes(full, bytes);
+          __syncwarp();
+          if (!mine.valid) continue;
+          const long base = (long(layer) * m.n + mine.row) * ppr + c0;
+          if (lane < 16) {
+            device::bulk_copy(device::shared_address(ring + slot * kSlotBytes + lane * 512),
+                              m.w + base, 512, full, policy);
+          } else if (F == Format::kInt4) {
+            device::bulk_copy(
+                device::shared_address(scale_ring + slot * kSlotScaleBytes + (lane - 16) * 64),
+                m.scales + base, 64, full, policy);
+          }
+        }
+      }
+    }
+  }
+}
+
+// A GEMV phase's outputs from Shared::rows (store, residual add or SwiGLU), then rows cleared.
+__device__ void store_rows(const Region (&regions)[2], int count, __nv_bfloat16* out, bool add,
+                           Shared& s) {
+  consumers_sync();
+  const int t = threadIdx.x, rows = regions[0].rows, first = regions[0].row;
+  if (t < rows) {
+    float y = s.rows[t];
+    if (count == 2) {
+      const float up = s.rows[kMaxRows + t];
+      y = y / (1.0f + __expf(-y)) * up;
+    }
+    if (add) y += __bfloat162float(out[first + t]);
+    out[first + t] = __float2bfloat16_rn(y);
+  }
+  consumers_sync();  // every row is read before it is cleared for the next phase
+  for (int j = t; j < 2 * kMaxRows; j += kConsumers) s.rows[j] = 0.0f;
+}
+
+// The consumers' GEMV phase in the rows layout.
+template <Format F>
+__device__ void gemv_rows_phase(const Model& model, int phase, int slots, uint32_t& i,
+                                unsigned long long& taken, const __nv_bfloat16* x, bool norm,
+                                __nv_bfloat16* out, bool add, uint8_t* ring, uint8_t* area,
+                                Shared& s) {
+  Region r[2];
+  const int count = phase_regions(model, phase, r);
+  const int k = r[0].m.k;
+  prepare_x<F>(x, k, norm, area, s);
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+  const int ppr = pieces_per_row<F>(k);
+  const __half* scale_ring = reinterpret_cast<const __half*>(ring + slots * kSlotBytes);
+  for (int g = 0; g < row_groups(r, count); ++g) {
+    const GroupRow mine = group_row(r, count, g, warp);
+    if (t == 0) taken += uint64_t(32) * valid_rows(r, count, g) * (ppr / 32);
+    float acc = 0.0f;
+    for (int c0 = 0; c0 < ppr; c0 += 32, ++i) {
+      const int slot = int(i % slots);
+      slot_wait(s.full[slot], (i / slots) & 1);
+      if (mine.valid) {
+        const int j = slot * kSlotPieces + warp * 32 + lane;
+        const uint4 w = reinterpret_cast<const uint4*>(ring)[j];
+        const __half sc = F == Format::kInt4 ? scale_ring[j] : __half();
+        acc += piece_dot<F>(w, sc, c0 + lane, k, area);
+      }
+      __syncwarp();
+      if (lane == 0) device::barrier_arrive(device::shared_address(&s.empty[slot]));
+    }
+    const float sum = device::warp_sum(acc);
+    if (lane == 0 && mine.valid) s.rows[mine.local] = sum;
+  }
+  store_rows(r, count, out, add, s);
+}
+
 // The consumers' GEMV phase: x prepared, then every slot of the block's regions, then the rows'
 // outputs (store, residual add or SwiGLU).
 template <Format F>
@@ -386,19 +515,7 @@ __device__ void gemv_phase(const Model& model, int phase, int layer, int slots, 
       if (lane == 0 && p < total) atomicAdd(&s.rows[ri * kMaxRows + p / ppr], v);
     }
   }
-  consumers_sync();
-  const int rows = regions[0].rows, first = regions[0].row;
-  if (t < rows) {
-    float y = s.rows[t];
-    if (count == 2) {
-      const float up = s.rows[kMaxRows + t];
-      y = y / (1.0f + __expf(-y)) * up;
-    }
-    if (add) y += __bfloat162float(out[first + t]);
-    out[first + t] = __float2bfloat16_rn(y);
-  }
-  consumers_sync();  // every row is read before it is cleared for the next phase
-  for (int j = t; j < 2 * kMaxRows; j += kConsumers) s.rows[j] = 0.0f;
+  store_rows(regions, count, out, add, s);
 }
 
 // The attention stand-in (see the top of the file).
@@ -425,7 +542,7 @@ __device__ void attention_phase(const Model& model, const Activations& a, long w
   if (t < count) a.attn[first + t] = __float2bfloat16_rn(total * 1e-3f);
 }
 
-template <Format F>
+template <Format F, bool kWarpRows>
 __global__ void __launch_bounds__(kThreads, 2)
     layers_kernel(Model model, Activations a, int layers, int slots, long attention_ns) {
   extern __shared__ __align__(128) uint8_t dynamic[];
@@ -442,7 +559,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int j = threadIdx.x; j < 2 * kMaxRows; j += kThreads) s.rows[j] = 0.0f;
   __syncthreads();
   if (threadIdx.x >= kConsumers) {
-    if (threadIdx.x == kConsumers) produce<F>(model, layers, slots, ring, s);
+    if constexpr (kWarpRows) {
+      produce_rows<F>(model, layers, slots, ring, s);
+    } else if (threadIdx.x == kConsumers) {
+      produce<F>(model, layers, slots, ring, s);
+    }
     return;
   }
   uint32_t i = 0;
@@ -458,7 +579,11 @@ __global__ void __launch_bounds__(kThreads, 2)
         const __nv_bfloat16* x = phase == 2 ? a.attn : phase == 4 ? a.act : a.h;
         __nv_bfloat16* out = phase == 0 ? a.qkv : phase == 3 ? a.act : a.h;
         const bool norm = phase == 0 || phase == 3, add = phase == 2 || phase == 4;
-        gemv_phase<F>(model, phase, layer, slots, i, taken, x, norm, out, add, ring, area, s);
+        if constexpr (kWarpRows) {
+          gemv_rows_phase<F>(model, phase, slots, i, taken, x, norm, out, add, ring, area, s);
+        } else {
+          gemv_phase<F>(model, phase, layer, slots, i, taken, x, norm, out, add, ring, area, s);
+        }
       }
       stamp(a, layer == layers - 1, 2 * phase + 1);
       grid_arrive(a.counters, q);
@@ -585,45 +710,48 @@ void run_format(const char* name, int layers, const cudaDeviceProp& prop, const 
   const double read_gbs = double(weights.total) / (read_ms * 1e-3) * 1e-9;
   std::printf("%s: %.1f MB of weights a layer; plain read %.0f GB/s, %.2f us a layer\n", name,
               per_layer_bytes * 1e-6, read_gbs, read_ms * 1e3 / layers);
-  auto* kernel = layers_kernel<F>;
   const size_t slot_bytes = kSlotBytes + (F == Format::kInt4 ? kSlotScaleBytes : 0);
   const size_t area = F == Format::kInt4 ? kInter + (kInter / kGroup) * 8 : kInter * 2;
-  MISTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(kMaxSlots * slot_bytes + area)));
   cudaLaunchAttribute cooperative[1];
   cooperative[0].id = cudaLaunchAttributeCooperative;
   cooperative[0].val.cooperative = 1;
-  for (int slots : {2, 5, kMaxSlots}) {
-    for (long attention_ns : {0L, 4000L, 8000L}) {
-      cudaLaunchConfig_t config{};
-      config.gridDim = dim3(blocks);
-      config.blockDim = dim3(kThreads);
-      config.dynamicSmemBytes = slots * slot_bytes + area;
-      config.stream = stream;
-      config.attrs = cooperative;
-      config.numAttrs = 1;
-      int resident = 0;
-      MISTRAL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads,
-                                                                       config.dynamicSmemBytes));
-      MISTRAL_CHECK(resident >= 2)
-          << "persistent_layer_bench: " << resident << " blocks fit an SM with "
-          << config.dynamicSmemBytes << " bytes of shared memory; 2 needed";
-      const float ms = time_ms([&] {
-        MISTRAL_CUDA_CHECK(
-            cudaLaunchKernelEx(&config, kernel, weights.model, a, layers, slots, attention_ns));
-      });
-      unsigned long long taken = 0;  // the last launch's: every weight piece, once
-      MISTRAL_CUDA_CHECK(cudaMemcpy(&taken, a.consumed, sizeof(taken), cudaMemcpyDeviceToHost));
-      MISTRAL_CHECK(taken == weights.weight_total / 16)
-          << "persistent_layer_bench: the consumers took " << taken << " pieces of "
-          << weights.weight_total / 16;
-      const double us = ms * 1e3 / layers;
-      const double gbs = per_layer_bytes / (us * 1e-6) * 1e-9;
-      std::printf(
-          "%s  ring %d x %2zu KB  attention %4.1f us  %8.2f us a layer  %6.0f GB/s  %.3f "
-          "of the plain read\n",
-          name, slots, slot_bytes >> 10, attention_ns * 1e-3, us, gbs, gbs / read_gbs);
-      if (slots == kMaxSlots) print_timeline(a);
+  for (bool warp_rows : {false, true}) {
+    auto* kernel = warp_rows ? layers_kernel<F, true> : layers_kernel<F, false>;
+    MISTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(kMaxSlots * slot_bytes + area)));
+    for (int slots : {2, 5, kMaxSlots}) {
+      for (long attention_ns : {0L, 4000L, 8000L}) {
+        cudaLaunchConfig_t config{};
+        config.gridDim = dim3(blocks);
+        config.blockDim = dim3(kThreads);
+        config.dynamicSmemBytes = slots * slot_bytes + area;
+        config.stream = stream;
+        config.attrs = cooperative;
+        config.numAttrs = 1;
+        int resident = 0;
+        MISTRAL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &resident, kernel, kThreads, config.dynamicSmemBytes));
+        MISTRAL_CHECK(resident >= 2)
+            << "persistent_layer_bench: " << resident << " blocks fit an SM with "
+            << config.dynamicSmemBytes << " bytes of shared memory; 2 needed";
+        const float ms = time_ms([&] {
+          MISTRAL_CUDA_CHECK(
+              cudaLaunchKernelEx(&config, kernel, weights.model, a, layers, slots, attention_ns));
+        });
+        unsigned long long taken = 0;  // the last launch's: every weight piece, once
+        MISTRAL_CUDA_CHECK(cudaMemcpy(&taken, a.consumed, sizeof(taken), cudaMemcpyDeviceToHost));
+        MISTRAL_CHECK(taken == weights.weight_total / 16)
+            << "persistent_layer_bench: the consumers took " << taken << " pieces of "
+            << weights.weight_total / 16;
+        const double us = ms * 1e3 / layers;
+        const double gbs = per_layer_bytes / (us * 1e-6) * 1e-9;
+        std::printf(
+            "%s %-6s ring %d x %2zu KB  attention %4.1f us  %8.2f us a layer  %6.0f GB/s  %.3f "
+            "of the plain read\n",
+            name, warp_rows ? "rows" : "chunks", slots, slot_bytes >> 10, attention_ns * 1e-3, us,
+            gbs, gbs / read_gbs);
+        if (slots == kMaxSlots) print_timeline(a);
+      }
     }
   }
 }
