@@ -39,13 +39,16 @@
 // Attention stand-in: every block reads 1 KB of q|k|v's output and its share of a 2.6 MB buffer
 // (the 7B's cache at 641 positions), then waits until a set time (0, 4 or 8 us) has passed since
 // the phase began (the latency chain of the real kernel, which this does not reproduce), then
-// writes its share of the 4096 outputs.
+// writes its share of the 4096 outputs. Or ("real") a decode attention of its own over such a
+// cache: a block per (kv head, 32 keys), partials merged by each kv head's last block
+// (attention_real), to see how long attention takes in this form and how much of it the ring
+// hides.
 //
 // Printed: microseconds per layer (32 layers a launch, best of 3 after a warm-up), the weight
 // bytes' rate, and that as a fraction of a plain read of the same weights measured in the run;
 // with 9 slots also the last layer's timeline (each phase's entry and end, blocks 0 and G - 1).
 // Configurations: int4 and bf16; both layouts; ring slots 2 (about the registers' round), 5 and
-// 9; attention 0, 4 and 8 us. Each launch checks that its consumers took every weight piece once.
+// 9; attention 0, 4 and 8 us and real. Each launch checks that its consumers took every weight piece once.
 //
 // Usage: persistent_layer_bench [--layers N]. Built with the other benchmarks, for sm_90 only.
 #include <cuda_bf16.h>
@@ -80,6 +83,11 @@ constexpr int kHidden = 4096, kInter = 14336, kQkv = 6144;
 constexpr int kMaxRows = 128;  // rows of one region a block may take (checked on the host)
 constexpr long kCacheBytes = 641L * 8 * 128 * 2 * 2;
 constexpr int kGroup = 32;
+// The real attention phase (attention_ns < 0): the 7B's decode attention at kKeys positions, one
+// block per (kv head, chunk of 32 keys).
+constexpr int kKvHeads = 8, kQueryRows = 4, kHeadDim = 128, kKeys = 641, kChunkKeys = 32;
+constexpr int kSplits = (kKeys + kChunkKeys - 1) / kChunkKeys;
+static_assert(kCacheBytes == 2L * kKeys * kKvHeads * kHeadDim * 2, "the cache is K, then V");
 
 enum class Format { kInt4, kBF16 };
 
@@ -100,6 +108,9 @@ struct Activations {
   unsigned* counters;                   // [layers * kPhases], zero at launch
   unsigned long long* consumed;         // weight pieces the consumers took, zero at launch
   unsigned long long* stamps;           // [2][kPhases][2]: see stamp
+  unsigned* merges;    // [layers][kKvHeads], zero at launch: attention's splits done
+  float* partial_acc;  // [kKvHeads][kSplits][kQueryRows][kHeadDim]
+  float* partial_ml;   // [kKvHeads][kSplits][kQueryRows][2]: max, sum
 };
 
 template <Format F>
@@ -147,6 +158,7 @@ struct Shared {
   uint64_t full[kMaxSlots], empty[kMaxSlots];
   float rows[2 * kMaxRows];
   float partial[kConsumerWarps];
+  int last;  // real attention: this block merges its kv head's splits
 };
 
 __device__ __forceinline__ void consumers_sync() {
@@ -542,6 +554,125 @@ __device__ void attention_phase(const Model& model, const Activations& a, long w
   if (t < count) a.attn[first + t] = __float2bfloat16_rn(total * 1e-3f);
 }
 
+// The real attention phase: block u < kKvHeads * kSplits takes kv head u / kSplits and keys
+// [32 (u % kSplits), + 32) of a contiguous cache (K [kKeys][kKvHeads][kHeadDim], then V; no
+// rope, every key visible), the 4 query rows of q|k|v's output that share the kv head. Thread t
+// holds piece t % 16 (8 elements) of key t / 16, of K and of V, loaded before the grid barrier
+// (load_kv) as the engine's kernel loads its first chunk. Scores (4 threads a score, 2 shuffles),
+// a softmax a warp per row, the values a thread per output element; the partial (max, sum and
+// unnormalized output) goes to global memory, and the last block of the kv head (a counter)
+// merges the kSplits partials into its 512 outputs. Not inlined: inlined, it took the kernel's
+// GEMV phases to 12-56 bytes of spills at the 56 registers two blocks an SM allow.
+struct KvPieces {
+  uint4 k, v;
+};
+__device__ __forceinline__ bool attention_unit(int& kvh, int& split) {
+  kvh = int(blockIdx.x) / kSplits;
+  split = int(blockIdx.x) % kSplits;
+  return int(blockIdx.x) < kKvHeads * kSplits;
+}
+__device__ __forceinline__ KvPieces load_kv(const Model& model) {
+  KvPieces r{make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+  int kvh, split;
+  if (!attention_unit(kvh, split)) return r;
+  const int j = split * kChunkKeys + int(threadIdx.x) / 16, part = int(threadIdx.x) % 16;
+  if (j < kKeys) {
+    const long at = (long(j) * kKvHeads + kvh) * (kHeadDim / 8) + part;
+    r.k = __ldcg(model.cache + at);
+    r.v = __ldcg(model.cache + long(kKeys) * kKvHeads * (kHeadDim / 8) + at);
+  }
+  return r;
+}
+
+__device__ __noinline__ void attention_real(const Model& model, const Activations& a, int layer,
+                                            int phase_index, bool last_layer, uint8_t* area,
+                                            Shared& s) {
+  const KvPieces kv = load_kv(model);
+  grid_wait(a.counters, phase_index - 1);
+  stamp(a, last_layer, 2 * 1);
+  int kvh, split;
+  if (!attention_unit(kvh, split)) return;
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+  auto* keys = reinterpret_cast<uint4*>(area);                           // [32][16] pieces
+  auto* values = keys + kChunkKeys * 16;                                 // [32][16]
+  auto* q = reinterpret_cast<__nv_bfloat16*>(values + kChunkKeys * 16);  // [4][128]
+  keys[t] = kv.k;
+  values[t] = kv.v;
+  if (t < kQueryRows * kHeadDim / 8) {  // 64 threads, 16 bytes each
+    reinterpret_cast<uint4*>(q)[t] =
+        __ldcg(reinterpret_cast<const uint4*>(a.qkv + kvh * kQueryRows * kHeadDim) + t);
+  }
+  consumers_sync();
+  // Scores: score t / 4 (row r, key j), dims [32 (t % 4), + 32) in this thread.
+  const int score = t / 4, sub = t % 4, r = score / kChunkKeys, j = score % kChunkKeys;
+  float dot = 0.0f;
+  if (score < kQueryRows * kChunkKeys) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      float kf[8], qf[8];
+      device::unpack_bf16x8(keys[j * 16 + sub * 4 + c], kf);
+      device::unpack_bf16x8(reinterpret_cast<const uint4*>(q)[r * 16 + sub * 4 + c], qf);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dot = fmaf(kf[e], qf[e], dot);
+    }
+  }
+  dot += __shfl_xor_sync(device::kFullMask, dot, 1);
+  dot += __shfl_xor_sync(device::kFullMask, dot, 2);
+  const float scale_log2 = 1.4426950408889634f / sqrtf(float(kHeadDim));
+  if (score < kQueryRows * kChunkKeys && sub == 0) {
+    s.rows[score] = split * kChunkKeys + j < kKeys ? dot * scale_log2 : -INFINITY;
+  }
+  consumers_sync();
+  const long part = (long(kvh) * kSplits + split) * kQueryRows;
+  if (warp < kQueryRows) {  // softmax: a warp per row, a lane per key
+    const float sc = s.rows[warp * kChunkKeys + lane];
+    float m = sc;
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(device::kFullMask, m, o));
+    const float e = sc == -INFINITY ? 0.0f : exp2f(sc - m);
+    const float l = device::warp_sum(e);
+    s.rows[warp * kChunkKeys + lane] = e;
+    if (lane == 0) {
+      a.partial_ml[2 * (part + warp)] = m;
+      a.partial_ml[2 * (part + warp) + 1] = l;
+    }
+  }
+  consumers_sync();
+  {  // values: thread t takes row t / 128, element t % 128
+    const int row = t / kHeadDim, d = t % kHeadDim;
+    float acc = 0.0f;
+    for (int key = 0; key < kChunkKeys; ++key) {
+      const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(values + key * 16);
+      acc = fmaf(s.rows[row * kChunkKeys + key], __bfloat162float(v[d]), acc);
+    }
+    a.partial_acc[(part + row) * kHeadDim + d] = acc;
+  }
+  consumers_sync();
+  if (t < kQueryRows * kChunkKeys) s.rows[t] = 0.0f;  // the next GEMV phase adds into them
+  if (t == 0) {
+    __threadfence();  // this block's partial before its count
+    s.last = atomicAdd(a.merges + layer * kKvHeads + kvh, 1u) == kSplits - 1;
+  }
+  consumers_sync();
+  if (!s.last) return;
+  __threadfence();  // the other splits' partials after their counts
+  const int row = t / kHeadDim, d = t % kHeadDim;
+  const long base = long(kvh) * kSplits * kQueryRows;
+  float top = -INFINITY;
+  for (int sp = 0; sp < kSplits; ++sp) {
+    top = fmaxf(top, __ldcg(a.partial_ml + 2 * (base + sp * kQueryRows + row)));
+  }
+  float total = 0.0f, acc = 0.0f;
+  for (int sp = 0; sp < kSplits; ++sp) {
+    const long at = base + sp * kQueryRows + row;
+    const float m = __ldcg(a.partial_ml + 2 * at);
+    const float f = m == -INFINITY ? 0.0f : exp2f(m - top);
+    total = fmaf(__ldcg(a.partial_ml + 2 * at + 1), f, total);
+    acc = fmaf(__ldcg(a.partial_acc + at * kHeadDim + d), f, acc);
+  }
+  a.attn[(kvh * kQueryRows + row) * kHeadDim + d] =
+      __float2bfloat16_rn(total > 0.0f ? acc / total : 0.0f);
+}
+
 template <Format F, bool kWarpRows>
 __global__ void __launch_bounds__(kThreads, 2)
     layers_kernel(Model model, Activations a, int layers, int slots, long attention_ns) {
@@ -571,18 +702,23 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int layer = 0; layer < layers; ++layer) {
     for (int phase = 0; phase < kPhases; ++phase) {
       const int q = layer * kPhases + phase;
-      grid_wait(a.counters, q - 1);
-      stamp(a, layer == layers - 1, 2 * phase);
-      if (phase == 1) {
-        attention_phase(model, a, attention_ns, s);
-      } else {  // x, whether it is normed, the output, whether the output is a residual add
-        const __nv_bfloat16* x = phase == 2 ? a.attn : phase == 4 ? a.act : a.h;
-        __nv_bfloat16* out = phase == 0 ? a.qkv : phase == 3 ? a.act : a.h;
-        const bool norm = phase == 0 || phase == 3, add = phase == 2 || phase == 4;
-        if constexpr (kWarpRows) {
-          gemv_rows_phase<F>(model, phase, slots, i, taken, x, norm, out, add, ring, area, s);
-        } else {
-          gemv_phase<F>(model, phase, layer, slots, i, taken, x, norm, out, add, ring, area, s);
+      const bool last = layer == layers - 1;
+      if (phase == 1 && attention_ns < 0) {  // it waits for the grid after its first loads
+        attention_real(model, a, layer, q, last, area, s);
+      } else {
+        grid_wait(a.counters, q - 1);
+        stamp(a, last, 2 * phase);
+        if (phase == 1) {
+          attention_phase(model, a, attention_ns, s);
+        } else {  // x, whether it is normed, the output, whether the output is a residual add
+          const __nv_bfloat16* x = phase == 2 ? a.attn : phase == 4 ? a.act : a.h;
+          __nv_bfloat16* out = phase == 0 ? a.qkv : phase == 3 ? a.act : a.h;
+          const bool norm = phase == 0 || phase == 3, add = phase == 2 || phase == 4;
+          if constexpr (kWarpRows) {
+            gemv_rows_phase<F>(model, phase, slots, i, taken, x, norm, out, add, ring, area, s);
+          } else {
+            gemv_phase<F>(model, phase, layer, slots, i, taken, x, norm, out, add, ring, area, s);
+          }
         }
       }
       stamp(a, layer == layers - 1, 2 * phase + 1);
@@ -688,6 +824,8 @@ void run_format(const char* name, int layers, const cudaDeviceProp& prop, const 
   const int blocks = 2 * prop.multiProcessorCount;
   MISTRAL_CHECK(kInter / blocks + 1 <= kMaxRows && kQkv / blocks + 1 <= kMaxRows)
       << blocks << " blocks leave more than " << kMaxRows << " rows to a block";
+  MISTRAL_CHECK(blocks >= kKvHeads * kSplits)
+      << "the real attention phase needs " << kKvHeads * kSplits << " blocks, " << blocks << " run";
   auto time_ms = [&](auto&& launch) {
     float best = 1e30f;
     for (int rep = 0; rep < 4; ++rep) {
@@ -720,7 +858,7 @@ void run_format(const char* name, int layers, const cudaDeviceProp& prop, const 
     MISTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             int(kMaxSlots * slot_bytes + area)));
     for (int slots : {2, 5, kMaxSlots}) {
-      for (long attention_ns : {0L, 4000L, 8000L}) {
+      for (long attention_ns : {0L, 4000L, 8000L, -1L}) {
         cudaLaunchConfig_t config{};
         config.gridDim = dim3(blocks);
         config.blockDim = dim3(kThreads);
@@ -745,11 +883,17 @@ void run_format(const char* name, int layers, const cudaDeviceProp& prop, const 
             << weights.weight_total / 16;
         const double us = ms * 1e3 / layers;
         const double gbs = per_layer_bytes / (us * 1e-6) * 1e-9;
+        char attention[32];
+        if (attention_ns < 0) {
+          std::snprintf(attention, sizeof(attention), "real");
+        } else {
+          std::snprintf(attention, sizeof(attention), "%.1f us", attention_ns * 1e-3);
+        }
         std::printf(
-            "%s %-6s ring %d x %2zu KB  attention %4.1f us  %8.2f us a layer  %6.0f GB/s  %.3f "
+            "%s %-6s ring %d x %2zu KB  attention %-7s  %8.2f us a layer  %6.0f GB/s  %.3f "
             "of the plain read\n",
-            name, warp_rows ? "rows" : "chunks", slots, slot_bytes >> 10, attention_ns * 1e-3, us,
-            gbs, gbs / read_gbs);
+            name, warp_rows ? "rows" : "chunks", slots, slot_bytes >> 10, attention, us, gbs,
+            gbs / read_gbs);
         if (slots == kMaxSlots) print_timeline(a);
       }
     }
@@ -781,17 +925,24 @@ int main(int argc, char** argv) {
     MISTRAL_CUDA_CHECK(cudaMemset(acts[j].data(), 0x3c, acts[j].bytes()));  // ~0.0115
   }
   // The consumed count, then the phases' counters: cleared together before every launch.
-  const size_t counter_bytes = sizeof(unsigned long long) + size_t(layers) * kPhases * 4;
+  const size_t counter_bytes =
+      sizeof(unsigned long long) + size_t(layers) * (kPhases + kKvHeads) * sizeof(unsigned);
   const DeviceBuffer counters = allocate(counter_bytes, "persistent_layer_bench counters");
   auto* consumed = counters.as<unsigned long long>();
   const DeviceBuffer stamps = allocate(4 * kPhases * 8, "persistent_layer_bench timeline");
+  const size_t parts = size_t(kKvHeads) * kSplits * kQueryRows;
+  const DeviceBuffer partials =
+      allocate(parts * (kHeadDim + 2) * sizeof(float), "persistent_layer_bench partials");
   Activations a{acts[0].as<__nv_bfloat16>(),
                 acts[1].as<__nv_bfloat16>(),
                 acts[2].as<__nv_bfloat16>(),
                 acts[3].as<__nv_bfloat16>(),
                 reinterpret_cast<unsigned*>(consumed + 1),
                 consumed,
-                stamps.as<unsigned long long>()};
+                stamps.as<unsigned long long>(),
+                reinterpret_cast<unsigned*>(consumed + 1) + size_t(layers) * kPhases,
+                partials.as<float>(),
+                partials.as<float>() + parts * kHeadDim};
   cudaStream_t stream;
   MISTRAL_CUDA_CHECK(cudaStreamCreate(&stream));
   cudaEvent_t start, stop;
