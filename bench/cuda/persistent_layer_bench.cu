@@ -48,7 +48,9 @@
 // bytes' rate, and that as a fraction of a plain read of the same weights measured in the run;
 // with 9 slots also the last layer's timeline (each phase's entry and end, blocks 0 and G - 1).
 // Configurations: int4 and bf16; both layouts; ring slots 2 (about the registers' round), 5 and
-// 9; attention 0, 4 and 8 us and real. Each launch checks that its consumers took every weight piece once.
+// 9; attention 0, 4 and 8 us and real; and rows, 9 slots, real attention with a launch a layer
+// (what a per-layer fused op would give: no ring across layers, a launch between them). Each launch
+// checks that its consumers took every weight piece once.
 //
 // Usage: persistent_layer_bench [--layers N]. Built with the other benchmarks, for sm_90 only.
 #include <cuda_bf16.h>
@@ -340,10 +342,11 @@ __device__ __forceinline__ void stamp(const Activations& a, bool last_layer, int
 
 // The producer (one thread): every slot of every GEMV phase of every layer, in order.
 template <Format F>
-__device__ void produce(const Model& model, int layers, int slots, uint8_t* ring, Shared& s) {
+__device__ void produce(const Model& model, int first_layer, int end_layer, int slots,
+                        uint8_t* ring, Shared& s) {
   const uint64_t policy = device::l2_policy(true);
   uint32_t i = 0;
-  for (int layer = 0; layer < layers; ++layer) {
+  for (int layer = first_layer; layer < end_layer; ++layer) {
     for (int phase = 0; phase < kPhases; ++phase) {
       Region regions[2];
       const int count = phase_regions(model, phase, regions);
@@ -404,13 +407,14 @@ __device__ __forceinline__ int valid_rows(const Region (&r)[2], int count, int g
 
 // The producer warp in the rows layout: every slot of every GEMV phase of every layer, in order.
 template <Format F>
-__device__ void produce_rows(const Model& model, int layers, int slots, uint8_t* ring, Shared& s) {
+__device__ void produce_rows(const Model& model, int first_layer, int end_layer, int slots,
+                             uint8_t* ring, Shared& s) {
   const int lane = threadIdx.x % 32;
   const uint64_t policy = device::l2_policy(true);
   uint8_t* scale_ring = ring + slots * kSlotBytes;
   constexpr uint32_t kRowBytes = 32 * 16 + (F == Format::kInt4 ? 32 * 2 : 0);
   uint32_t i = 0;
-  for (int layer = 0; layer < layers; ++layer) {
+  for (int layer = first_layer; layer < end_layer; ++layer) {
     for (int phase = 0; phase < kPhases; ++phase) {
       Region r[2];
       const int count = phase_regions(model, phase, r);
@@ -675,7 +679,8 @@ __device__ __noinline__ void attention_real(const Model& model, const Activation
 
 template <Format F, bool kWarpRows>
 __global__ void __launch_bounds__(kThreads, 2)
-    layers_kernel(Model model, Activations a, int layers, int slots, long attention_ns) {
+    layers_kernel(Model model, Activations a, int first_layer, int end_layer, int layers, int slots,
+                  long attention_ns) {
   extern __shared__ __align__(128) uint8_t dynamic[];
   __shared__ Shared s;
   uint8_t* ring = dynamic;
@@ -691,15 +696,15 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
   if (threadIdx.x >= kConsumers) {
     if constexpr (kWarpRows) {
-      produce_rows<F>(model, layers, slots, ring, s);
+      produce_rows<F>(model, first_layer, end_layer, slots, ring, s);
     } else if (threadIdx.x == kConsumers) {
-      produce<F>(model, layers, slots, ring, s);
+      produce<F>(model, first_layer, end_layer, slots, ring, s);
     }
     return;
   }
   uint32_t i = 0;
   unsigned long long taken = 0;  // thread 0: the pieces of every slot it waited for
-  for (int layer = 0; layer < layers; ++layer) {
+  for (int layer = first_layer; layer < end_layer; ++layer) {
     for (int phase = 0; phase < kPhases; ++phase) {
       const int q = layer * kPhases + phase;
       const bool last = layer == layers - 1;
@@ -853,51 +858,59 @@ void run_format(const char* name, int layers, const cudaDeviceProp& prop, const 
   cudaLaunchAttribute cooperative[1];
   cooperative[0].id = cudaLaunchAttributeCooperative;
   cooperative[0].val.cooperative = 1;
-  for (bool warp_rows : {false, true}) {
+  // One configuration: all layers in one launch, or (per_layer) a cooperative launch per layer,
+  // each after the one before in the stream (the ring starts empty at every layer then).
+  auto measure = [&](bool warp_rows, int slots, long attention_ns, bool per_layer) {
     auto* kernel = warp_rows ? layers_kernel<F, true> : layers_kernel<F, false>;
     MISTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             int(kMaxSlots * slot_bytes + area)));
-    for (int slots : {2, 5, kMaxSlots}) {
-      for (long attention_ns : {0L, 4000L, 8000L, -1L}) {
-        cudaLaunchConfig_t config{};
-        config.gridDim = dim3(blocks);
-        config.blockDim = dim3(kThreads);
-        config.dynamicSmemBytes = slots * slot_bytes + area;
-        config.stream = stream;
-        config.attrs = cooperative;
-        config.numAttrs = 1;
-        int resident = 0;
-        MISTRAL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &resident, kernel, kThreads, config.dynamicSmemBytes));
-        MISTRAL_CHECK(resident >= 2)
-            << "persistent_layer_bench: " << resident << " blocks fit an SM with "
-            << config.dynamicSmemBytes << " bytes of shared memory; 2 needed";
-        const float ms = time_ms([&] {
-          MISTRAL_CUDA_CHECK(
-              cudaLaunchKernelEx(&config, kernel, weights.model, a, layers, slots, attention_ns));
-        });
-        unsigned long long taken = 0;  // the last launch's: every weight piece, once
-        MISTRAL_CUDA_CHECK(cudaMemcpy(&taken, a.consumed, sizeof(taken), cudaMemcpyDeviceToHost));
-        MISTRAL_CHECK(taken == weights.weight_total / 16)
-            << "persistent_layer_bench: the consumers took " << taken << " pieces of "
-            << weights.weight_total / 16;
-        const double us = ms * 1e3 / layers;
-        const double gbs = per_layer_bytes / (us * 1e-6) * 1e-9;
-        char attention[32];
-        if (attention_ns < 0) {
-          std::snprintf(attention, sizeof(attention), "real");
-        } else {
-          std::snprintf(attention, sizeof(attention), "%.1f us", attention_ns * 1e-3);
-        }
-        std::printf(
-            "%s %-6s ring %d x %2zu KB  attention %-7s  %8.2f us a layer  %6.0f GB/s  %.3f "
-            "of the plain read\n",
-            name, warp_rows ? "rows" : "chunks", slots, slot_bytes >> 10, attention, us, gbs,
-            gbs / read_gbs);
-        if (slots == kMaxSlots) print_timeline(a);
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(blocks);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = slots * slot_bytes + area;
+    config.stream = stream;
+    config.attrs = cooperative;
+    config.numAttrs = 1;
+    int resident = 0;
+    MISTRAL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads,
+                                                                     config.dynamicSmemBytes));
+    MISTRAL_CHECK(resident >= 2) << "persistent_layer_bench: " << resident
+                                 << " blocks fit an SM with " << config.dynamicSmemBytes
+                                 << " bytes of shared memory; 2 needed";
+    const float ms = time_ms([&] {
+      for (int first = 0; first < layers; first += per_layer ? 1 : layers) {
+        const int end = per_layer ? first + 1 : layers;
+        MISTRAL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, weights.model, a, first, end, layers,
+                                              slots, attention_ns));
       }
+    });
+    unsigned long long taken = 0;  // the last rep's: every weight piece, once
+    MISTRAL_CUDA_CHECK(cudaMemcpy(&taken, a.consumed, sizeof(taken), cudaMemcpyDeviceToHost));
+    MISTRAL_CHECK(taken == weights.weight_total / 16)
+        << "persistent_layer_bench: the consumers took " << taken << " pieces of "
+        << weights.weight_total / 16;
+    const double us = ms * 1e3 / layers;
+    const double gbs = per_layer_bytes / (us * 1e-6) * 1e-9;
+    char attention[32];
+    if (attention_ns < 0) {
+      std::snprintf(attention, sizeof(attention), "real");
+    } else {
+      std::snprintf(attention, sizeof(attention), "%.1f us", attention_ns * 1e-3);
+    }
+    std::printf(
+        "%s %-6s ring %d x %2zu KB  attention %-7s%s  %8.2f us a layer  %6.0f GB/s  %.3f of the "
+        "plain read\n",
+        name, warp_rows ? "rows" : "chunks", slots, slot_bytes >> 10, attention,
+        per_layer ? "  a launch a layer" : "", us, gbs, gbs / read_gbs);
+    if (slots == kMaxSlots) print_timeline(a);
+  };
+  for (bool warp_rows : {false, true}) {
+    for (int slots : {2, 5, kMaxSlots}) {
+      for (long attention_ns : {0L, 4000L, 8000L, -1L})
+        measure(warp_rows, slots, attention_ns, false);
     }
   }
+  measure(true, kMaxSlots, -1, true);
 }
 
 }  // namespace
