@@ -164,7 +164,7 @@ void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w,
   linear_impl(ctx, x, m, w, y);
 }
 size_t linear_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w, int64_t m) {
-  if (m <= kMaxGemvRows) return gemv_scratch_bytes(ctx, w);
+  if (m <= gemv_max_rows()) return gemv_scratch_bytes(ctx, w);  // linear_impl's choice
   return std::max(gemm_scratch_bytes(w), gemm_mixed_scratch_bytes(ctx, w));
 }
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y) {

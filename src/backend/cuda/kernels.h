@@ -129,8 +129,9 @@ int64_t gemm_mixed_max_rows();
 // gemm_mixed for int8 / int4 W up to gemm_mixed_max_rows(); else gemm.
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, float* y);
 void linear(KernelContext& ctx, const bf16* x, int64_t m, const DeviceWeight& w, bf16* y);
-// The scratch linear() needs for m rows of x: gemv_scratch_bytes up to kMaxGemvRows; above, the
-// larger of gemm_mixed's and gemm's, which covers every m > kMaxGemvRows.
+// The scratch linear() needs for m rows of x: gemv_scratch_bytes for the rows it gives the GEMV
+// (kMaxGemvRows, or fewer with MISTRAL_GEMV_MAX_ROWS); above, the larger of gemm_mixed's and
+// gemm's, which covers every m it gives either.
 size_t linear_scratch_bytes(const KernelContext& ctx, const DeviceWeight& w, int64_t m);
 
 // out[r - row_begin][c] = bf16(w[r][c]) for rows [row_begin, row_end).
