@@ -32,17 +32,32 @@ __device__ __forceinline__ void barrier_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 #endif
 }
+// %globaltimer, in ns.
+__device__ __forceinline__ uint64_t now_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+// For spin loops of the benchmarks: a wait that never returns is a bug there, so after 2 s of
+// spinning (checked every 1024 spins) the kernel traps, and the run fails with an error instead
+// of hanging the GPU machine's call.
+__device__ __forceinline__ void check_stuck(uint64_t since, uint32_t& spins) {
+  if (++spins % 1024 == 0 && now_ns() - since > 2000000000ull) __trap();
+}
 __device__ __forceinline__ void barrier_wait(uint32_t bar, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t done = 0;
-  do {
+  const uint64_t since = now_ns();
+  uint32_t spins = 0, done = 0;
+  for (;;) {
     asm volatile(
         "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
         " selp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
         : "r"(bar), "r"(parity)
         : "memory");
-  } while (done == 0);
+    if (done) return;
+    check_stuck(since, spins);
+  }
 #endif
 }
 __device__ __forceinline__ uint64_t l2_policy(bool evict_first) {

@@ -14,10 +14,7 @@ out=${1:?usage: decode_ahead.sh OUT_DIR [WORK_DIR]}
 work=${2:-/tmp/mb}
 source "$(dirname "$0")/decode_run.sh"
 start_sweep ahead-runs
-"$dir/cuda_model_test" > "$out/cuda_model_test.log" 2>&1
-echo "cuda_model_test exit $?:" \
-  "$(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_model_test.log" | tr '\n' ' ')"
-grep -E '^\[  FAILED  \]' "$out/cuda_model_test.log" | head -20
+gpu_test cuda_model_test
 run_ahead() {  # NAME AHEAD ARGS...: one bench run, its JSON and stderr kept as N-NAME-ahead-AHEAD
   local name=$1 ahead=$2; shift 2
   decode "$name, decode ahead $ahead" "$@" --decode-ahead "$ahead"

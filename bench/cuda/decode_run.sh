@@ -5,9 +5,9 @@
 # run.err) and $work; sets $dir (the staged binaries: DEVICE_DIR, default .device_cuda), $bin
 # ($dir/mistral) and $here (this folder). keep_run NAME copies the last run's JSON and
 # stderr to $runs/NN-NAME.{json,err} (NN counts up), for gather_runs.py; start_sweep NAME sets
-# $runs to an empty $work/NAME and prints the GPU and the time. gpu_tests [KERNEL_FILTER] runs
-# cuda_kernels_test (only the gtest filter's tests, if given) and cuda_model_test, logs in $out,
-# and prints their summaries and failures.
+# $runs to an empty $work/NAME and prints the GPU and the time. gpu_test NAME [ARGS...] runs one
+# GPU test binary (log in $out) and prints its summary and failures; gpu_tests [KERNEL_FILTER]
+# runs cuda_kernels_test (only the gtest filter's tests, if given) and cuda_model_test so.
 dir=${DEVICE_DIR:-.device_cuda}
 bin=$dir/mistral
 here=$(dirname "${BASH_SOURCE[0]}")
@@ -37,13 +37,16 @@ start_sweep() {  # NAME
     --format=csv,noheader
   date -u
 }
+gpu_test() {  # NAME [ARGS...]: one GPU test binary, its log in $out; its summary and failures
+  local t=$1
+  shift
+  "$dir/$t" "$@" > "$out/$t.log" 2>&1
+  echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]' "$out/$t.log" | head -20
+}
 gpu_tests() {  # [KERNEL_FILTER]
-  local t
-  for t in cuda_kernels_test cuda_model_test; do
-    local args=()
-    [[ $t == cuda_kernels_test && -n ${1:-} ]] && args=(--gtest_filter="$1")
-    "$dir/$t" "${args[@]}" > "$out/$t.log" 2>&1
-    echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
-    grep -E '^\[  FAILED  \]' "$out/$t.log" | head -20
-  done
+  local filter=()
+  [[ -n ${1:-} ]] && filter=(--gtest_filter="$1")
+  gpu_test cuda_kernels_test "${filter[@]}"
+  gpu_test cuda_model_test
 }

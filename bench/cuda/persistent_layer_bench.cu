@@ -167,21 +167,10 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
 }
 
-// A wait that never returns is a bug here: after 2 s of spinning the kernel traps, so a run
-// fails with an error instead of hanging the machine's call.
-__device__ __forceinline__ uint64_t now_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ void check_stuck(uint64_t since, uint32_t& spins) {
-  if (++spins % 1024 == 0 && now_ns() - since > 2000000000ull) __trap();
-}
-
 // Thread 0 of the consumers waits until every block has counted itself out of phase q.
 __device__ __forceinline__ void grid_wait(const unsigned* counters, int q) {
   if (q >= 0 && threadIdx.x == 0) {
-    const uint64_t since = now_ns();
+    const uint64_t since = device::now_ns();
     uint32_t spins = 0;
     unsigned seen;
     do {
@@ -189,27 +178,15 @@ __device__ __forceinline__ void grid_wait(const unsigned* counters, int q) {
                    : "=r"(seen)
                    : "l"(counters + q)
                    : "memory");
-      check_stuck(since, spins);
+      device::check_stuck(since, spins);
     } while (seen < gridDim.x);
   }
   consumers_sync();
 }
 
-// An mbarrier phase of `parity` completed (bulk_copy.cuh's barrier_wait, with check_stuck).
+// An mbarrier phase of `parity` completed (bulk_copy.cuh's barrier_wait traps after 2 s).
 __device__ __forceinline__ void slot_wait(const uint64_t& bar, uint32_t parity) {
-  const uint32_t address = device::shared_address(&bar);
-  const uint64_t since = now_ns();
-  uint32_t spins = 0, done = 0;
-  for (;;) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(address), "r"(parity)
-        : "memory");
-    if (done) return;
-    check_stuck(since, spins);
-  }
+  device::barrier_wait(device::shared_address(&bar), parity);
 }
 __device__ __forceinline__ void grid_arrive(unsigned* counters, int q) {
   consumers_sync();
@@ -336,7 +313,7 @@ __device__ __forceinline__ const __half* region_scales(const Region& r, int laye
 __device__ __forceinline__ void stamp(const Activations& a, bool last_layer, int index) {
   const bool first = blockIdx.x == 0, final = blockIdx.x == gridDim.x - 1;
   if (last_layer && threadIdx.x == 0 && (first || final)) {
-    a.stamps[(first ? 0 : 2 * kPhases) + index] = now_ns();
+    a.stamps[(first ? 0 : 2 * kPhases) + index] = device::now_ns();
   }
 }
 
@@ -502,7 +479,7 @@ __device__ void gemv_rows_phase(const Model& model, int phase, int slots, uint32
 // The consumers' GEMV phase: x prepared, then every slot of the block's regions, then the rows'
 // outputs (store, residual add or SwiGLU).
 template <Format F>
-__device__ void gemv_phase(const Model& model, int phase, int layer, int slots, uint32_t& i,
+__device__ void gemv_phase(const Model& model, int phase, int slots, uint32_t& i,
                            unsigned long long& taken, const __nv_bfloat16* x, bool norm,
                            __nv_bfloat16* out, bool add, uint8_t* ring, uint8_t* area, Shared& s) {
   Region regions[2];
@@ -536,7 +513,7 @@ __device__ void gemv_phase(const Model& model, int phase, int layer, int slots, 
 
 // The attention stand-in (see the top of the file).
 __device__ void attention_phase(const Model& model, const Activations& a, long wait_ns, Shared& s) {
-  const uint64_t start = now_ns();
+  const uint64_t start = device::now_ns();
   const int t = threadIdx.x;
   float v = __bfloat162float(__ldcg(a.qkv + t));  // 1 KB of the queries
   const long share = kCacheBytes / 16 / gridDim.x;
@@ -549,7 +526,7 @@ __device__ void attention_phase(const Model& model, const Activations& a, long w
   v += float(bits & 1u);
   const float total = consumers_sum(v, s);
   if (t == 0) {
-    while (now_ns() < start + uint64_t(wait_ns)) {
+    while (device::now_ns() < start + uint64_t(wait_ns)) {
     }
   }
   consumers_sync();
@@ -722,7 +699,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           if constexpr (kWarpRows) {
             gemv_rows_phase<F>(model, phase, slots, i, taken, x, norm, out, add, ring, area, s);
           } else {
-            gemv_phase<F>(model, phase, layer, slots, i, taken, x, norm, out, add, ring, area, s);
+            gemv_phase<F>(model, phase, slots, i, taken, x, norm, out, add, ring, area, s);
           }
         }
       }
