@@ -56,15 +56,9 @@ __device__ __forceinline__ void store_step_output(float s, uint4 acc, float* y, 
   }
 }
 
-// Thread 0 spins until *counter reaches `target` (an acquire, so what the blocks that counted
-// wrote before their release is visible), then the block goes on together.
+// Thread 0 spins until *counter reaches `target`, then the block goes on together.
 __device__ __forceinline__ void wait_for_count(const unsigned* counter, unsigned target) {
-  if (threadIdx.x == 0) {
-    unsigned seen;
-    do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
-    } while (seen < target);
-  }
+  if (threadIdx.x == 0) device::spin_until_count(counter, target);
   __syncthreads();
 }
 
@@ -91,9 +85,7 @@ __global__ void __launch_bounds__(512) step(const float* x, float* y, const uint
   store_step_output(s, acc, y, partial);
   if (kSpin) {
     __syncthreads();
-    if (threadIdx.x == 0) {
-      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + index) : "memory");
-    }
+    if (threadIdx.x == 0) device::count_in(counters + index);
     device::wait_for_prior_kernels();
   }
 }
@@ -147,9 +139,7 @@ __global__ void __launch_bounds__(512)
     if (threadIdx.x == 0 && staged_pieces > 0 && k + 1 < chain) stage(k + 1);
     store_step_output(s, acc, out, partial);
     __syncthreads();
-    if (threadIdx.x == 0) {
-      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + k) : "memory");
-    }
+    if (threadIdx.x == 0) device::count_in(counters + k);
   }
 }
 

@@ -1,7 +1,9 @@
 // The Hopper (sm_90) instructions of a bulk-copy pipeline: mbarriers in shared memory and
 // cp.async.bulk copies from global to shared memory that complete on one (PTX ISA 8.0). They
-// compile to nothing before sm_90; callers launch their kernels only on sm_90 and later.
-// Header-only, included by .cu files alone (boundary_bench.cu).
+// compile to nothing before sm_90; callers launch their kernels only on sm_90 and later. Also the
+// global counters the benchmarks' grid barriers count on (count_in, spin_until_count).
+// Header-only, included by the benchmarks' .cu files alone (boundary_bench.cu,
+// persistent_layer_bench.cu).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +45,22 @@ __device__ __forceinline__ uint64_t now_ns() {
 // of hanging the GPU machine's call.
 __device__ __forceinline__ void check_stuck(uint64_t since, uint32_t& spins) {
   if (++spins % 1024 == 0 && now_ns() - since > 2000000000ull) __trap();
+}
+// One thread's: adds 1 to *counter, after (release) what its block wrote before.
+__device__ __forceinline__ void count_in(unsigned* counter) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+}
+// One thread's: spins until *counter reaches `target` (an acquire, so what the threads that
+// counted in wrote before is visible to it; the caller's block barrier passes that on).
+__device__ __forceinline__ void spin_until_count(const unsigned* counter, unsigned target) {
+  const uint64_t since = now_ns();
+  uint32_t spins = 0;
+  unsigned seen;
+  for (;;) {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+    if (seen >= target) return;
+    check_stuck(since, spins);
+  }
 }
 __device__ __forceinline__ void barrier_wait(uint32_t bar, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -169,18 +169,7 @@ __device__ __forceinline__ void consumers_sync() {
 
 // Thread 0 of the consumers waits until every block has counted itself out of phase q.
 __device__ __forceinline__ void grid_wait(const unsigned* counters, int q) {
-  if (q >= 0 && threadIdx.x == 0) {
-    const uint64_t since = device::now_ns();
-    uint32_t spins = 0;
-    unsigned seen;
-    do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];"
-                   : "=r"(seen)
-                   : "l"(counters + q)
-                   : "memory");
-      device::check_stuck(since, spins);
-    } while (seen < gridDim.x);
-  }
+  if (q >= 0 && threadIdx.x == 0) device::spin_until_count(counters + q, gridDim.x);
   consumers_sync();
 }
 
@@ -190,9 +179,7 @@ __device__ __forceinline__ void slot_wait(const uint64_t& bar, uint32_t parity) 
 }
 __device__ __forceinline__ void grid_arrive(unsigned* counters, int q) {
   consumers_sync();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + q) : "memory");
-  }
+  if (threadIdx.x == 0) device::count_in(counters + q);
 }
 
 __device__ __forceinline__ float consumers_sum(float v, Shared& s) {
@@ -607,8 +594,7 @@ __device__ __noinline__ void attention_real(const Model& model, const Activation
   const long part = (long(kvh) * kSplits + split) * kQueryRows;
   if (warp < kQueryRows) {  // softmax: a warp per row, a lane per key
     const float sc = s.rows[warp * kChunkKeys + lane];
-    float m = sc;
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(device::kFullMask, m, o));
+    const float m = device::warp_max(sc);
     const float e = sc == -INFINITY ? 0.0f : exp2f(sc - m);
     const float l = device::warp_sum(e);
     s.rows[warp * kChunkKeys + lane] = e;

@@ -506,7 +506,8 @@ class CudaBackend final : public Backend {
     return fuse_enabled_ && m == 1 && w.format != WeightFormat::kBF16 &&
            gemv_fused_supported(w, GemvFusion());
   }
-  // The scratch a quantized weight's GEMMs take (dequantized tiles, split-k sums), at load.
+  // The scratch a quantized weight's GEMMs take (dequantized tiles, split-k sums), at load: what
+  // linear() needs for any m above the GEMV's rows.
   Status reserve_tiles(const Tensor& w, const std::string& what) {
     if (!w.quantized()) return Status::ok_status();
     const Status s =
