@@ -311,10 +311,6 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     }
   }
   if (tid < rows) s_row_seq[tid] = p.first_seq_index + tid / group;
-  // The next kernel (o's GEMV) is let in only now, after this block's first-chunk loads are out,
-  // so that its early weight loads queue behind them instead of ahead (0.7-0.9% faster decode
-  // at batch 1 on an H100 than letting it in at the start; bench/RESULTS.md, 2026-12-07).
-  device::allow_next_kernel();
   __syncthreads();
   device::wait_for_prior_kernels();
 
@@ -357,6 +353,12 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     for (int e = 0; e < E; ++e) acc[r][e] = 0.0f;
   }
   __syncthreads();
+  // The next kernel (o's GEMV) is let in only now, after the queries are staged, so that its
+  // early weight loads queue behind this block's loads of the first chunk and of the queries,
+  // not ahead of them. On an H100 (7B, 512-token prompt; bench/RESULTS.md, 2026-12-08) decode at
+  // batch 1 was 0.3-0.6% faster than letting it in after the first chunk's loads and ~1.5% faster
+  // than letting it in at the kernel's start.
+  device::allow_next_kernel();
 
   for (int64_t pair = begin; pair < end; pair += W * kChunk) {  // the same steps in every walker
     const int64_t j0 = pair + walker * kChunk;
