@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Stages one more build of the CLI beside what stage_device.sh staged, as DEST/NAME/mistral
+# (stripped), for decode_variants.sh; with --pack, also packs DEST into PACK (default
+# .device_pack/bins.tar.xz, excluded from git) for the device tool's `carry`, whose limit is
+# 64 MiB: the staged binaries are stripped first. Typical use, here:
+#   bench/cuda/stage_device.sh build-cuda .device_cuda        # main: CLI, tests, libraries
+#   (edit, rebuild build-cuda's mistral)
+#   bench/cuda/stage_variant.sh build-cuda try1 --pack
+# then on the GPU machine (carry .device_pack): `tar -xJf .device_pack/bins.tar.xz &&
+#   source bench/cuda/device_env.sh && bench/cuda/decode_variants.sh OUT /tmp/w main try1`.
+# Usage: stage_variant.sh BUILD NAME [--pack] [DEST] [PACK]
+set -euo pipefail
+build=${1:?usage: stage_variant.sh BUILD NAME [--pack] [DEST] [PACK]}
+name=${2:?usage: stage_variant.sh BUILD NAME [--pack] [DEST] [PACK]}
+shift 2
+pack=0
+if [[ ${1:-} == --pack ]]; then
+  pack=1
+  shift
+fi
+dest=${1:-.device_cuda}
+archive=${2:-.device_pack/bins.tar.xz}
+[[ $name != main && $name != lib && $name != */* ]] ||
+  { echo "stage_variant.sh: NAME must be a plain folder name other than main and lib" >&2; exit 2; }
+[[ -d $dest/lib ]] || { echo "stage_variant.sh: $dest has no lib/: run stage_device.sh first" >&2; exit 2; }
+mkdir -p "$dest/$name"
+cp "$build/apps/cli/mistral" "$dest/$name/mistral"
+strip "$dest/$name/mistral"
+if ((pack)); then
+  for bin in "$dest"/mistral "$dest"/cuda_*test "$dest"/*_bench; do
+    [[ -x $bin ]] && strip "$bin"
+  done
+  mkdir -p "$(dirname "$archive")"
+  tar -cf - "$dest" | xz -T0 -6 > "$archive"
+  size=$(stat -c %s "$archive")
+  echo "$archive: $((size >> 20)) MiB"
+  ((size < 64 << 20)) || { echo "stage_variant.sh: $archive is over the 64 MiB carry limit" >&2; exit 1; }
+fi
