@@ -356,8 +356,8 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   // The next kernel (o's GEMV) is let in only now, after the queries are staged, so that its
   // early weight loads queue behind this block's loads of the first chunk and of the queries,
   // not ahead of them. On an H100 (7B, 512-token prompt; bench/RESULTS.md, 2026-12-08) decode at
-  // batch 1 was 0.3-0.6% faster than letting it in after the first chunk's loads and ~1.5% faster
-  // than letting it in at the kernel's start.
+  // batch 1 was 0.3-0.6% faster than letting it in after the first chunk's loads and 0.9-1.7%
+  // faster than letting it in at the kernel's start.
   device::allow_next_kernel();
 
   for (int64_t pair = begin; pair < end; pair += W * kChunk) {  // the same steps in every walker
