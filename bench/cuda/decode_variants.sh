@@ -18,11 +18,10 @@ shift 2
 (($# > 0)) || { echo "decode_variants.sh: name at least one VARIANT" >&2; exit 2; }
 source "$(dirname "$0")/decode_run.sh"
 budget=${BUDGET_S:-480}
-main_dir=$dir
 for variant in "$@"; do
   name=${variant%%+*}
   [[ $name == main ]] && continue
-  [[ -x $main_dir/$name/mistral ]] || { echo "decode_variants.sh: no $main_dir/$name/mistral" >&2; exit 2; }
+  [[ -x $dir/$name/mistral ]] || { echo "decode_variants.sh: no $dir/$name/mistral" >&2; exit 2; }
 done
 start_sweep variants
 [[ ${TESTS:-0} == 1 ]] && gpu_tests
@@ -30,8 +29,8 @@ run_variant() {  # VARIANT FORMAT
   local name=${1%%+*} settings=() weights=()
   [[ $1 == *+* ]] && IFS=+ read -r -a settings <<< "${1#*+}"
   [[ $2 != bf16 ]] && weights=(--weights "$2")
-  bin=$main_dir/mistral
-  [[ $name != main ]] && bin=$main_dir/$name/mistral
+  bin=$dir/mistral
+  [[ $name != main ]] && bin=$dir/$name/mistral
   (
     for s in "${settings[@]}"; do export "$s"; done
     decode "$2 $1" --prompt-tokens 512 "${weights[@]}"

@@ -22,7 +22,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // provably never uses (attention_decode.cu says why).
 // allow_next_kernel() lets the next kernel's blocks be scheduled (they wait in turn); called
 // first thing, since the next kernel waits for this one's completion anyway (decode attention
-// calls it after its first loads instead: attention_decode.cu says why).
+// calls it once its queries are staged instead: attention_decode.cu says why).
 __device__ __forceinline__ void wait_for_prior_kernels() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
