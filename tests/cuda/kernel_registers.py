@@ -11,7 +11,12 @@ Compiles the file for one architecture with `-Xptxas -v` and reads ptxas's repor
 below are the Release build's that bear on code generation (src/backend/cuda/CMakeLists.txt and
 the top-level CMakeLists.txt); keep them in step.
 Usage: kernel_registers.py --nvcc NVCC --include SRC_DIR --source FILE [--arch 90]
-       [--max-registers 64]
+       [--max-registers 64] [--define NAME=VALUE ...]
+(--define: the build's own definitions, e.g. MISTRAL_CUDA_TRACE=1 in a trace build, whose
+timeline marks must not cost the kernels their occupancy either. --default-shapes-only: only the
+block shapes the engine launches unless MISTRAL_FUSED_WARPS=8 asks otherwise, i.e. not the 8-warp
+int8 / int4 instances; a trace build times the default shapes, and two of those 8-warp
+instances sit at 64 registers with nothing to spare.)
 """
 import argparse
 import re
@@ -30,7 +35,7 @@ def ptxas_report(args):
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [args.nvcc, "-cubin", f"-arch=sm_{args.arch}", "-O3", "-DNDEBUG", "-std=c++20",
                "--expt-relaxed-constexpr", "-Xptxas", "-v", "-I", args.include, "-o",
-               f"{tmp}/kernels.cubin", args.source]
+               f"{tmp}/kernels.cubin", args.source] + [f"-D{d}" for d in args.define]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"kernel_registers: {' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
@@ -70,8 +75,12 @@ def main():
     parser.add_argument("--source", required=True)
     parser.add_argument("--arch", default="90")
     parser.add_argument("--max-registers", type=int, default=64)
+    parser.add_argument("--define", action="append", default=[])
+    parser.add_argument("--default-shapes-only", action="store_true")
     args = parser.parse_args()
     found = kernels(ptxas_report(args))
+    if args.default_shapes_only:
+        found = [k for k in found if k[0].startswith("bf16") or not k[0].endswith(" 8 warps")]
     if not found:
         sys.exit(f"kernel_registers: no gemv_fused_kernel instance in ptxas's report of "
                  f"{args.source}")

@@ -40,6 +40,7 @@
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/trace.cuh"
 #include "core/env.h"
 
 namespace mistral::cuda {
@@ -206,6 +207,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   // or with rope by this kernel) is, until the slot table is updated after the step, empty or
   // one window back: masked, so what is read there is never used (KvCache::write_args). The
   // queries and this call's new keys and values come after the wait.
+  device::trace_enter();
   if (p.first_seq_index_device != nullptr) p.first_seq_index = *p.first_seq_index_device;
   const int64_t b = blockIdx.z, kvh = blockIdx.y;
   const int split = blockIdx.x, splits = gridDim.x;
@@ -312,7 +314,9 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   }
   if (tid < rows) s_row_seq[tid] = p.first_seq_index + tid / group;
   __syncthreads();
+  device::trace_reserve(6);
   device::wait_for_prior_kernels();
+  device::trace_mark(1);
 
   // The queries as floats in s_q, 8 elements at a time; with rope, 8 pairs (d, d + D / 2).
   auto store_q = [&](int r, int d, const float(&f)[8]) {
@@ -353,6 +357,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     for (int e = 0; e < E; ++e) acc[r][e] = 0.0f;
   }
   __syncthreads();
+  device::trace_mark(2);
   // The next kernel (o's GEMV) is let in only now, after the queries are staged, so that its
   // early weight loads queue behind this block's loads of the first chunk and of the queries,
   // not ahead of them. On an H100 (7B, 512-token prompt; bench/RESULTS.md, 2026-12-08) decode at
@@ -442,6 +447,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     __syncthreads();  // s_w and s_alpha are written again by the next chunk
   }
 
+  device::trace_mark(3);
   // Each walker's partial: its warps' outputs summed (one scale, so a sum), in place in the
   // walker's first slot, or stored for the merge kernel.
 #pragma unroll
@@ -469,7 +475,10 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
       }
     }
   }
-  if (!merge_in_kernel) return;
+  if (!merge_in_kernel) {
+    device::trace_finish(kTraceAttention, 6);
+    return;
+  }
 
   // The merge, over the parts (split, walker) of every block of the cluster: a warp per row
   // takes the factors exp2(max_part - max) (a lane per part) and the total sum; then each output
@@ -477,6 +486,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
   // total.
   const bool clustered = splits > 1;
   cluster_barrier(clustered);  // every block's partials are written
+  device::trace_mark(4);
   for (int r = warp; r < rows; r += kWarps) {
     float m = -INFINITY, l = 0.0f;
     if (lane < parts) {
@@ -499,6 +509,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     }
     store_output<D>(p, b, kvh, r, d, a, s_total[r]);
   }
+  device::trace_finish(kTraceAttention, 6);
   cluster_exit_barrier(clustered);  // no block leaves while another may read its shared memory
 }
 
@@ -654,6 +665,8 @@ void decode(KernelContext& ctx, const AttentionParams& p, const DecodeRope& rope
 }
 
 }  // namespace
+
+MISTRAL_CUDA_TRACE_ATTACH(trace_attach_attention_decode)
 
 size_t attention_decode_scratch_bytes(const KernelContext& ctx, const AttentionParams& p) {
   return scratch_bytes(p, plan_decode(ctx, p));

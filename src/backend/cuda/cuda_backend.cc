@@ -13,6 +13,7 @@
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/pinned_pool.h"
+#include "backend/cuda/trace_recorder.h"
 #include "core/env.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -153,11 +154,13 @@ class CudaBackend final : public Backend {
     be->device_ = device;
     MISTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&be->stream_, cudaStreamNonBlocking));
     MISTRAL_ASSIGN_OR_RETURN(be->ctx_, KernelContext::create(be->stream_, kScratchBytes));
+    MISTRAL_ASSIGN_OR_RETURN(be->trace_, TraceRecorder::start_if_asked(be->stream_));
     return std::unique_ptr<Backend>(std::move(be));
   }
 
   ~CudaBackend() override {
-    ctx_.reset();  // synchronizes the stream before its buffers go
+    trace_.reset();  // waits for the stream, then writes the timeline (diagnostic builds)
+    ctx_.reset();    // synchronizes the stream before its buffers go
     pinned_.reset();
     inv_freq_.clear();
     if (stream_ != nullptr) MISTRAL_CUDA_CHECK(cudaStreamDestroy(stream_));
@@ -565,6 +568,7 @@ class CudaBackend final : public Backend {
   bool rope_in_attention_ = env_enabled("MISTRAL_ATTN_ROPE");
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<KernelContext> ctx_;
+  std::unique_ptr<TraceRecorder> trace_;  // MISTRAL_CUDA_TRACE_OUT (trace_recorder.h)
   std::unique_ptr<PinnedPool> pinned_ = std::make_unique<PinnedPool>();
   std::map<std::pair<int64_t, double>, DeviceBuffer> inv_freq_;
 };

@@ -40,6 +40,7 @@
 #include "backend/cuda/gemv_pieces.cuh"
 #include "backend/cuda/kernel_launch.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/trace.cuh"
 #include "core/env.h"
 
 namespace mistral::cuda {
@@ -273,6 +274,11 @@ __global__ void __launch_bounds__(kW * 32)
   constexpr bool kQuant = F != WeightFormat::kBF16;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   auto group_of = [](int c) { return F == WeightFormat::kInt8 ? c / 2 : c; };
+  // The timeline's points (trace.cuh; nothing in a default build). The records are reserved
+  // here, not just before the wait: there, with the first loads held, the int4 kernels with a
+  // norm took 75-77 registers.
+  trace_enter();
+  trace_reserve(4);
   allow_next_kernel();
   int64_t group = blockIdx.x;
   WarpRow r = warp_row<F, kOut, kW>(a, group, warp);
@@ -283,7 +289,9 @@ __global__ void __launch_bounds__(kW * 32)
   uint4 norm_ahead[kStepsAtOnce];
   load_norm_ahead<kNorm, kW * 32>(a, norm_ahead);
   wait_for_prior_kernels();
+  trace_mark(1);
   prepare_x<F, kNorm, kW * 32>(a, norm_ahead, smem);
+  trace_mark(2);
 
   const int k_groups = a.k / kQuantGroup;
   const uint4* xs = reinterpret_cast<const uint4*>(smem);
@@ -346,6 +354,7 @@ __global__ void __launch_bounds__(kW * 32)
     if (next >= groups) break;
     group = next;
   }
+  trace_finish(trace_gemv_code(int(F), kNorm, int(kOut), a.k), 4);
 }
 
 // Blocks of the kernel that fit one SM at once with `threads` threads and `shared` bytes of
@@ -454,6 +463,8 @@ void gemv_fused_impl(KernelContext& ctx, const bf16* x, const DeviceWeight& w, c
 }
 
 }  // namespace
+
+MISTRAL_CUDA_TRACE_ATTACH(trace_attach_gemv_fused)
 
 bool gemv_fused_supported(const DeviceWeight& w, const GemvFusion& f) {
   const bool quantized = w.format != WeightFormat::kBF16;
