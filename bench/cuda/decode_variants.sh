@@ -6,7 +6,9 @@
 # Per format of FORMATS (default "int4 bf16 int8"), ROUNDS rounds (default 2) each run every
 # variant once: `mistral bench --device cuda --model WORK/m7b --prompt-tokens 512 --new-tokens
 # 128 --runs 2 [--weights F]` on a random 7B (decode_run.sh's decode), printing one line per run.
-# TESTS=1 first runs the staged GPU tests (cuda_kernels_test, cuda_model_test); HF=1 last runs
+# TESTS=1 first runs the staged GPU tests (cuda_kernels_test, cuda_model_test), main's and those
+# of every variant staged with its tests (stage_variant.sh --tests), each with the variant's
+# settings; HF=1 last runs
 # Hugging Face transformers on the same weights (hf_bench.py, bf16; its JSON in OUT_DIR/hf.json);
 # BUDGET_S (default 480) starts no run after that many seconds, so a call's limit is not hit.
 # Usage (repository root on the GPU machine, after `source bench/cuda/device_env.sh`):
@@ -24,7 +26,23 @@ for variant in "$@"; do
   [[ -x $dir/$name/mistral ]] || { echo "decode_variants.sh: no $dir/$name/mistral" >&2; exit 2; }
 done
 start_sweep variants
-[[ ${TESTS:-0} == 1 ]] && gpu_tests
+if [[ ${TESTS:-0} == 1 ]]; then
+  gpu_tests
+  for variant in "$@"; do
+    name=${variant%%+*}
+    [[ $name != main && -x $dir/$name/cuda_kernels_test ]] || continue
+    settings=()
+    [[ $variant == *+* ]] && IFS=+ read -r -a settings <<< "${variant#*+}"
+    echo "tests of $variant:"
+    (
+      for s in "${settings[@]}"; do export "$s"; done
+      dir=$dir/$name
+      out=$out/tests-${variant//[^A-Za-z0-9_.=-]/_}  # its logs beside main's
+      mkdir -p "$out"
+      gpu_tests
+    )
+  done
+fi
 run_variant() {  # VARIANT FORMAT
   local name=${1%%+*} settings=() weights=()
   [[ $1 == *+* ]] && IFS=+ read -r -a settings <<< "${1#*+}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Stages one more build of the CLI beside what stage_device.sh staged, as DEST/NAME/mistral
-# (stripped), for decode_variants.sh; with --pack, also packs DEST into PACK (default
+# (stripped), for decode_variants.sh; with --tests, also its GPU tests (cuda_kernels_test,
+# cuda_model_test, stripped; decode_variants.sh's TESTS=1 runs them); with --pack, also packs
+# DEST into PACK (default
 # .device_pack/bins.tar.xz, excluded from git) for the device tool's `carry`, whose limit is
 # 64 MiB: the staged binaries are stripped first. Typical use, here:
 #   bench/cuda/stage_device.sh build-cuda .device_cuda        # main: CLI, tests, libraries
@@ -8,16 +10,19 @@
 #   bench/cuda/stage_variant.sh build-cuda try1 --pack
 # then on the GPU machine (carry .device_pack): `tar -xJf .device_pack/bins.tar.xz &&
 #   source bench/cuda/device_env.sh && bench/cuda/decode_variants.sh OUT /tmp/w main try1`.
-# Usage: stage_variant.sh BUILD NAME [--pack] [DEST] [PACK]
+# Usage: stage_variant.sh BUILD NAME [--tests] [--pack] [DEST] [PACK]
 set -euo pipefail
-build=${1:?usage: stage_variant.sh BUILD NAME [--pack] [DEST] [PACK]}
-name=${2:?usage: stage_variant.sh BUILD NAME [--pack] [DEST] [PACK]}
+usage="usage: stage_variant.sh BUILD NAME [--tests] [--pack] [DEST] [PACK]"
+build=${1:?$usage}
+name=${2:?$usage}
 shift 2
+tests=0
 pack=0
-if [[ ${1:-} == --pack ]]; then
-  pack=1
+while [[ ${1:-} == --tests || ${1:-} == --pack ]]; do
+  [[ $1 == --tests ]] && tests=1
+  [[ $1 == --pack ]] && pack=1
   shift
-fi
+done
 dest=${1:-.device_cuda}
 archive=${2:-.device_pack/bins.tar.xz}
 [[ $name != main && $name != lib && $name != */* ]] ||
@@ -26,6 +31,14 @@ archive=${2:-.device_pack/bins.tar.xz}
 mkdir -p "$dest/$name"
 cp "$build/apps/cli/mistral" "$dest/$name/mistral"
 strip "$dest/$name/mistral"
+if ((tests)); then
+  for t in cuda_kernels_test cuda_model_test; do
+    [[ -x $build/tests/cuda/$t ]] ||
+      { echo "stage_variant.sh: no $build/tests/cuda/$t (build it, or leave out --tests)" >&2; exit 2; }
+    cp "$build/tests/cuda/$t" "$dest/$name/$t"
+    strip "$dest/$name/$t"
+  done
+fi
 if ((pack)); then
   for bin in "$dest"/mistral "$dest"/cuda_*test "$dest"/*_bench; do
     [[ -x $bin ]] && strip "$bin"
