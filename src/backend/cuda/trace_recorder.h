@@ -4,8 +4,9 @@
 //   MISTRAL_CUDA_TRACE_RECORDS=N     ring size in records (default 2^21, 32 MiB; rounded up to a
 //                                    power of two), so the file holds the last N marks
 // The file: "MTRACE\0\0", u32 version (kTraceVersion), u32 record size, u64 marks made, u64 ring
-// capacity, then the ring's records as they lie in it (trace_record.h; their order is found
-// from their times). bench/cuda/trace_timeline.py reads it.
+// capacity, then ring positions 0 .. min(made, capacity) - 1 (trace_record.h). Mark i is at
+// position i % capacity, so once the ring has wrapped the oldest is at made % capacity; a block's
+// marks are consecutive marks. bench/cuda/trace_timeline.py reads it.
 #pragma once
 
 #include <cuda_runtime.h>
