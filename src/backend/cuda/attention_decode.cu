@@ -476,6 +476,7 @@ __global__ void __launch_bounds__(W* kWalkerWarps * 32, kDecodeMinBlocks<R, W>)
     }
   }
   if (!merge_in_kernel) {
+    device::trace_mark(4);  // no merge here: 4 and 5 both mark the partials stored
     device::trace_finish(kTraceAttention, 6);
     return;
   }

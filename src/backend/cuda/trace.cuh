@@ -5,8 +5,8 @@
 //  - the fused decode GEMV (gemv_fused.cu): 0 start, 1 wait returned, 2 prologue done, 3 end
 //    (thread 0's last output stored);
 //  - decode attention (attention_decode.cu): 0 start, 1 wait returned, 2 queries staged, 3 chunks
-//    walked, 4 past the cluster barrier before the merge, 5 end (or, without the in-kernel merge,
-//    its partials stored).
+//    walked, 4 past the cluster barrier before the merge, 5 end (without the in-kernel merge, 4
+//    and 5 both mark its partials stored).
 // A mark is a %globaltimer read kept in shared memory, so no register holds it across the kernel
 // (tests/cuda/kernel_registers.py checks the GEMV's budget in a trace build too). The block's
 // records are reserved by one returning atomic before the kernel's wait (the GEMV: at its start),
