@@ -320,7 +320,7 @@ void argmax(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab
 void sample(KernelContext& ctx, const float* logits, int64_t rows, int64_t vocab,
             const SampleParams* params, RngState* states, int32_t* ids);
 
-#if defined(MISTRAL_CUDA_TRACE) && MISTRAL_CUDA_TRACE
+#if MISTRAL_CUDA_TRACE
 // Diagnostic builds: point the traced kernels (trace.cuh) of gemv_fused.cu and
 // attention_decode.cu at a ring in device memory (null: stop). TraceRecorder calls these.
 struct TraceRing;

@@ -25,7 +25,7 @@
 
 namespace mistral::cuda::device {
 
-#if defined(MISTRAL_CUDA_TRACE) && MISTRAL_CUDA_TRACE
+#if MISTRAL_CUDA_TRACE  // (0 when the build does not define it)
 constexpr int kTraceMaxPoints = 8;
 namespace {
 __constant__ TraceRing* c_trace_ring;  // this translation unit's; null until attached
@@ -99,7 +99,7 @@ __device__ __forceinline__ void trace_finish(uint16_t, int) {}
 
 // Defines NAME(TraceRing*), the host function that points this translation unit's kernels at a
 // ring (trace builds only; kernels.h declares the ones that exist).
-#if defined(MISTRAL_CUDA_TRACE) && MISTRAL_CUDA_TRACE
+#if MISTRAL_CUDA_TRACE
 #define MISTRAL_CUDA_TRACE_ATTACH(NAME)                                                \
   void NAME(TraceRing* ring) {                                                         \
     MISTRAL_CUDA_CHECK(cudaMemcpyToSymbol(device::c_trace_ring, &ring, sizeof(ring))); \

@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -20,7 +19,7 @@ size_t ring_bytes(uint32_t capacity) {
   return offsetof(TraceRing, records) + size_t{capacity} * sizeof(TraceRecord);
 }
 
-#if defined(MISTRAL_CUDA_TRACE) && MISTRAL_CUDA_TRACE
+#if MISTRAL_CUDA_TRACE
 void attach_everywhere(TraceRing* ring) {
   trace_attach_gemv_fused(ring);
   trace_attach_attention_decode(ring);
@@ -32,7 +31,7 @@ void attach_everywhere(TraceRing* ring) {
 Result<std::unique_ptr<TraceRecorder>> TraceRecorder::start_if_asked(cudaStream_t stream) {
   const char* out = std::getenv("MISTRAL_CUDA_TRACE_OUT");
   if (out == nullptr || *out == '\0') return std::unique_ptr<TraceRecorder>();
-#if defined(MISTRAL_CUDA_TRACE) && MISTRAL_CUDA_TRACE
+#if MISTRAL_CUDA_TRACE
   const int asked = env_int("MISTRAL_CUDA_TRACE_RECORDS", 1 << 21);
   if (asked <= 0 || asked > (1 << 28)) {
     return error("MISTRAL_CUDA_TRACE_RECORDS=" + std::to_string(asked) +
@@ -64,7 +63,7 @@ Result<std::unique_ptr<TraceRecorder>> TraceRecorder::start_if_asked(cudaStream_
 }
 
 TraceRecorder::~TraceRecorder() {
-#if defined(MISTRAL_CUDA_TRACE) && MISTRAL_CUDA_TRACE
+#if MISTRAL_CUDA_TRACE
   MISTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   attach_everywhere(nullptr);
 #endif
@@ -76,11 +75,11 @@ Status TraceRecorder::write() const {
   TraceRing head{};
   MISTRAL_CUDA_CHECK(
       cudaMemcpy(&head, ring_.data(), offsetof(TraceRing, records), cudaMemcpyDeviceToHost));
-  std::vector<TraceRecord> records(capacity_);
-  MISTRAL_CUDA_CHECK(cudaMemcpy(records.data(), ring_.as<uint8_t>() + offsetof(TraceRing, records),
-                                records.size() * sizeof(TraceRecord), cudaMemcpyDeviceToHost));
   const uint64_t made = head.count, capacity = capacity_;
   const uint64_t kept = made < capacity ? made : capacity;
+  std::vector<TraceRecord> records(kept);  // positions 0 .. kept - 1: the rest were never written
+  MISTRAL_CUDA_CHECK(cudaMemcpy(records.data(), ring_.as<uint8_t>() + offsetof(TraceRing, records),
+                                records.size() * sizeof(TraceRecord), cudaMemcpyDeviceToHost));
   const uint32_t version = kTraceVersion, record_bytes = sizeof(TraceRecord);
   std::ofstream f(path_, std::ios::binary | std::ios::trunc);
   f.write(kMagic, sizeof(kMagic));
