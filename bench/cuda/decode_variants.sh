@@ -26,33 +26,36 @@ for variant in "$@"; do
   [[ -x $dir/$name/mistral ]] || { echo "decode_variants.sh: no $dir/$name/mistral" >&2; exit 2; }
 done
 start_sweep variants
+with_settings() {  # VARIANT COMMAND...: the command in a subshell with VARIANT's VAR=VALUE exported
+  local settings=()
+  [[ $1 == *+* ]] && IFS=+ read -r -a settings <<< "${1#*+}"
+  shift
+  (
+    for s in "${settings[@]}"; do export "$s"; done
+    "$@"
+  )
+}
+variant_tests() {  # VARIANT: its staged GPU tests, logs beside main's
+  dir=$dir/${1%%+*}
+  out=$out/tests-${1//[^A-Za-z0-9_.=-]/_}
+  mkdir -p "$out"
+  gpu_tests
+}
 if [[ ${TESTS:-0} == 1 ]]; then
   gpu_tests
   for variant in "$@"; do
     name=${variant%%+*}
     [[ $name != main && -x $dir/$name/cuda_kernels_test ]] || continue
-    settings=()
-    [[ $variant == *+* ]] && IFS=+ read -r -a settings <<< "${variant#*+}"
     echo "tests of $variant:"
-    (
-      for s in "${settings[@]}"; do export "$s"; done
-      dir=$dir/$name
-      out=$out/tests-${variant//[^A-Za-z0-9_.=-]/_}  # its logs beside main's
-      mkdir -p "$out"
-      gpu_tests
-    )
+    with_settings "$variant" variant_tests "$variant"
   done
 fi
 run_variant() {  # VARIANT FORMAT
-  local name=${1%%+*} settings=() weights=()
-  [[ $1 == *+* ]] && IFS=+ read -r -a settings <<< "${1#*+}"
+  local name=${1%%+*} weights=()
   [[ $2 != bf16 ]] && weights=(--weights "$2")
   bin=$dir/mistral
   [[ $name != main ]] && bin=$dir/$name/mistral
-  (
-    for s in "${settings[@]}"; do export "$s"; done
-    decode "$2 $1" --prompt-tokens 512 "${weights[@]}"
-  )
+  with_settings "$1" decode "$2 $1" --prompt-tokens 512 "${weights[@]}"
 }
 for format in ${FORMATS:-int4 bf16 int8}; do
   for ((round = 1; round <= ${ROUNDS:-2}; ++round)); do
