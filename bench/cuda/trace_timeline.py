@@ -56,8 +56,11 @@ def points_of(code):
 
 def read_records(path):
     """The ring's records, oldest first (ring order; a block's records are adjacent)."""
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        sys.exit(f"{path}: cannot read the trace: {e.strerror}")
     if len(data) < HEADER.size:
         sys.exit(f"{path}: too short for a trace header")
     magic, version, record_bytes, made, capacity = HEADER.unpack_from(data, 0)
