@@ -47,9 +47,9 @@ if ((pack)); then
   mkdir -p "$(dirname "$archive")"
   # The variants' binaries share most of their bytes. With a dictionary that spans them all, xz
   # stores those bytes once: on 2026-12-08, 14 stripped binaries (7 builds of the CLI, 3 of
-  # each GPU test and a benchmark, 330 MB) packed into 19 MiB, where 9 of them had taken 49 MiB
+  # each GPU test and a benchmark, 330 MB) packed into 19 MiB, where 8 of them had taken 50 MiB
   # at xz -6. Unpacking needs 256 MiB of memory.
-  tar -cf - "$dest" | xz -T1 -9 --lzma2=preset=9,dict=256MiB > "$archive"
+  tar -cf - "$dest" | xz -T1 --lzma2=preset=9,dict=256MiB > "$archive"
   size=$(stat -c %s "$archive")
   echo "$archive: $((size >> 20)) MiB"
   ((size < 64 << 20)) || { echo "stage_variant.sh: $archive is over the 64 MiB carry limit" >&2; exit 1; }
